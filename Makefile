@@ -1,0 +1,52 @@
+# Two commands: `make demo` and `make test`. Each sets itself up in .venv from
+# nothing but python3; `make test` also runs the suite under Python 3.12 (zarr
+# 3.4.x) when pyenv has it.
+PYTHON ?= python3
+VENV ?= .venv
+PY312 := $(shell PYENV_VERSION=3.12.1 pyenv which python 2>/dev/null)
+VENV312 ?= .venv-3.12
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-311 test-312 lint bench docs clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[test,bench]"
+	touch $@
+
+$(VENV312)/.installed: pyproject.toml
+	$(PY312) -m venv $(VENV312)
+	$(VENV312)/bin/python -m pip install -q --upgrade pip
+	$(VENV312)/bin/python -m pip install -q -e ".[test,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/flagship.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check shmstore tests examples benchmarks
+	$(VENV)/bin/ruff format --check shmstore tests examples benchmarks
+
+test-311: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-312:
+ifneq ($(PY312),)
+	$(MAKE) $(VENV312)/.installed
+	$(VENV312)/bin/python -m pytest $(PYTEST_ARGS)
+else
+	@echo "Python 3.12 not found through pyenv; skipping the zarr 3.4 run"
+endif
+
+test: lint test-311 test-312
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_store.py
+
+docs: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e ".[docs]"
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) $(VENV312) .pytest_cache .ruff_cache

@@ -1,0 +1,80 @@
+"""Exception classes of shmstore.
+
+Errors subclass the builtins that callers already catch (``OSError``,
+``ValueError``), carry the objects they are about, and say what to do.
+"""
+
+from __future__ import annotations
+
+import errno
+
+__all__ = ["ForeignEntryError", "SharedMemoryFullError"]
+
+
+def _human(n: int) -> str:
+    """Format a byte count for a message (``"3.2 MiB"``)."""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class SharedMemoryFullError(OSError):
+    """The shared-memory filesystem (or the namespace's capacity) has no room.
+
+    Subclasses ``OSError`` with ``errno.ENOSPC`` so code that already handles a
+    full disk handles this too.
+
+    Parameters
+    ----------
+    namespace
+        The namespace (or named array) being written.
+    requested
+        Bytes the write asked for.
+    available
+        Bytes left where the write was going.
+    where
+        The directory or tier that is full.
+    """
+
+    def __init__(self, namespace: str, requested: int, available: int, where: str) -> None:
+        self.namespace = namespace
+        self.requested = requested
+        self.available = available
+        self.where = where
+        super().__init__(errno.ENOSPC, str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"no room in shared memory for {self.namespace!r}: asked for "
+            f"{_human(self.requested)}, {_human(self.available)} left in {self.where}. "
+            "Free space with `shmstore rm`/`shmstore gc`, give the namespace a spill "
+            "tier (spill=...), or enlarge the tmpfs (Docker: --shm-size=4g)."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int, str]]:
+        return (type(self), (self.namespace, self.requested, self.available, self.where))
+
+
+class ForeignEntryError(FileExistsError):
+    """An entry in the shared-memory directory is not shmstore's.
+
+    Raised instead of trusting (or overwriting) a file or directory that some
+    other program, or another user, put where a namespace or array should be.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(errno.EEXIST, str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path!r} is not a shmstore entry ({self.reason}); "
+            "remove it yourself if it is stale, or choose another name"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.path, self.reason))

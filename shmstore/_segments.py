@@ -1,0 +1,762 @@
+"""Named shared-memory segments: the only module that creates, replaces or unlinks them.
+
+Layout
+------
+A *root* is a directory on a tmpfs (``/dev/shm`` by default, or ``root=`` /
+``$SHMSTORE_ROOT``). A *namespace* is one directory under the root whose
+content is a plain Zarr v3 directory layout: the key ``t/c/0/1`` is the regular
+file ``<root>/<namespace>/t/c/0/1``. shmstore's own bookkeeping lives in the
+hidden entry ``<namespace>/.shmstore/`` (``meta.json`` and ``tmp/`` for writes
+in flight), which is never listed as a key.
+
+Atomicity
+---------
+Every write goes to a fresh file in ``.shmstore/tmp/`` (``O_EXCL | O_NOFOLLOW``,
+mode 0600), is filled with ``write()`` (so a full tmpfs is ``ENOSPC``, never
+SIGBUS: PITFALLS 2), then ``rename()``-d over the key. A reader therefore sees
+the old value or the new one, never a torn one (PITFALLS 5).
+
+Reads
+-----
+A read maps the chunk read-only and hands out a ``memoryview`` of the mapping
+(zero copy). Mappings are cached per process; each read validates its cached
+mapping with one ``stat`` of the key (inode, size and mtime change on every
+replace), so a replaced chunk is never served stale, whichever process or
+program replaced it. The cache holds at most :data:`MAX_MAPPINGS` mappings per
+namespace (``vm.max_map_count`` is 65,530 per process: PITFALLS 4).
+
+Everything is relative to directory file descriptors opened with
+``O_NOFOLLOW``, so neither a planted symlink in the (world-writable) root nor
+a crafted key can make shmstore read or write outside the namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import mmap
+import os
+import random
+import shutil
+import socket
+import stat
+import tempfile
+import threading
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from shmstore._errors import ForeignEntryError, SharedMemoryFullError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = [
+    "META",
+    "Namespace",
+    "check_key",
+    "check_name",
+    "entry_path",
+    "resolve_root",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Hidden bookkeeping entry inside every namespace; never a key.
+META = ".shmstore"
+#: Prefix of transient entries in the root (namespaces being created or destroyed).
+TRANSIENT_PREFIX = ".shmstore-"
+DEFAULT_ROOT = "/dev/shm"
+ENV_ROOT = "SHMSTORE_ROOT"
+FORMAT_VERSION = 1
+MAX_NAME_BYTES = 255
+#: Upper bound on cached chunk mappings per namespace and process.
+MAX_MAPPINGS = int(os.environ.get("SHMSTORE_MAX_MAPPINGS", "8192"))
+#: Chunks up to this size are pre-faulted on mapping (MAP_POPULATE); larger
+#: ones (big shards read by byte range) fault lazily.
+POPULATE_LIMIT = 8 << 20
+
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_MAP_FLAGS = mmap.MAP_SHARED
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+_fallback_warned = False
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
+    """Return the absolute shared-memory root directory, creating it if needed.
+
+    Parameters
+    ----------
+    root
+        Explicit root. ``None`` means ``$SHMSTORE_ROOT``, else ``/dev/shm``. Where
+        neither exists (no shared-memory filesystem, e.g. macOS), a private
+        directory under the temporary directory is used and a warning is issued
+        once: the API works the same on plain files.
+
+    Returns
+    -------
+    str
+        The absolute path of the root.
+    """
+    global _fallback_warned
+    if root is None:
+        root = os.environ.get(ENV_ROOT) or None
+    if root is None:
+        if os.path.isdir(DEFAULT_ROOT):
+            return DEFAULT_ROOT
+        root = os.path.join(tempfile.gettempdir(), f"shmstore-{os.geteuid()}")
+        if not _fallback_warned:
+            _fallback_warned = True
+            warnings.warn(
+                f"no shared-memory filesystem at {DEFAULT_ROOT}; shmstore falls back to "
+                f"file-backed segments in {root} (set SHMSTORE_ROOT to choose a tmpfs)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+    path = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def check_name(name: object, kind: str = "namespace") -> str:
+    """Validate a namespace or array name: one printable path component.
+
+    Raises
+    ------
+    ValueError
+        If the name is empty, ``.``/``..``, hidden, contains ``/`` or NUL, is not
+        printable, or is longer than 255 bytes. The message names the value.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"{kind} name must be a str, got {type(name).__name__}: {name!r}")
+    if not name:
+        raise ValueError(f"{kind} name must not be empty")
+    if "\0" in name:
+        raise ValueError(f"{kind} name {name!r} contains a NUL byte")
+    if "/" in name or "\\" in name:
+        raise ValueError(f"{kind} name {name!r} must not contain a path separator")
+    if name.startswith("."):
+        raise ValueError(f"{kind} name {name!r} must not start with '.' (reserved)")
+    if not name.isprintable():
+        raise ValueError(f"{kind} name {name!r} contains non-printable characters")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        raise ValueError(
+            f"{kind} name {name[:40]!r}... is {len(name.encode())} bytes; the limit is "
+            f"{MAX_NAME_BYTES}"
+        )
+    return name
+
+
+def check_key(key: object) -> str:
+    """Validate a zarr key so that it can only name a file inside its namespace.
+
+    Raises
+    ------
+    ValueError
+        If the key is empty, absolute, has empty, ``.`` or ``..`` components,
+        contains NUL, has a component over 255 bytes, or starts with the
+        reserved ``.shmstore`` entry.
+    """
+    if not isinstance(key, str):
+        raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
+    if "\0" in key:
+        raise ValueError(f"key {key!r} contains a NUL byte")
+    parts = key.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise ValueError(
+                f"key {key!r} is not a relative path of named components "
+                "(empty, '.', '..' and leading or doubled '/' would escape the namespace)"
+            )
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ValueError(f"key {key!r} has a component longer than {MAX_NAME_BYTES} bytes")
+    if parts[0] == META:
+        raise ValueError(f"key {key!r} is reserved for shmstore's bookkeeping")
+    return key
+
+
+def entry_path(root: str, name: str) -> str:
+    """Return the path of the namespace or array *name* under *root*.
+
+    This is the one place that turns a validated name into a path.
+    """
+    return os.path.join(root, check_name(name))
+
+
+def _transient_name(kind: str) -> str:
+    return f"{TRANSIENT_PREFIX}{kind}.{os.getpid()}.{random.getrandbits(48):012x}"
+
+
+# Root directory descriptors, one per root and process. Inherited across fork.
+_root_fds: dict[str, int] = {}
+_registry: dict[tuple[str, str], Namespace] = {}
+_registry_lock = threading.Lock()
+
+
+def _root_fd(root: str) -> int:
+    fd = _root_fds.get(root)
+    if fd is None:
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        _root_fds[root] = fd
+    return fd
+
+
+def _rmtree_at(name: str, dir_fd: int) -> None:
+    """Remove *name* (file or tree) relative to *dir_fd*, never following symlinks."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dir_fd)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=dir_fd)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    view = data.cast("B") if data.format != "B" or data.ndim != 1 else data
+    n = len(view)
+    done = 0
+    while done < n:
+        done += os.write(fd, view[done:])
+
+
+def _as_bytes_view(data: Any) -> memoryview:
+    view = memoryview(data)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view
+
+
+def _dir_mode(mode: int) -> int:
+    """Directory bits matching file *mode*: 0600 -> 0700, 0640 -> 0750, 0660 -> 0770."""
+    return 0o700 | (mode & 0o066) | ((mode & 0o044) >> 2)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on the host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Namespace:
+    """A process-local handle on one namespace directory.
+
+    Handles are shared by every store of the process that opens the same
+    namespace (see :meth:`open`); they hold the directory descriptors and the
+    mapping cache. Nothing here unlinks anything unless asked to: a process
+    that merely attached leaves the namespace untouched when it exits.
+    """
+
+    def __init__(self, root: str, name: str, dir_fd: int, meta: dict[str, Any]) -> None:
+        self.root = root
+        self.name = name
+        self.path = os.path.join(root, name)
+        self.meta = meta
+        self.mode = int(meta.get("mode", 0o600))
+        self._dmode = _dir_mode(self.mode)
+        self._fd = dir_fd
+        self._ino = os.fstat(dir_fd).st_ino
+        self._tmp_fd = os.open(f"{META}/tmp", _O_DIR, dir_fd=dir_fd)
+        # key -> (view, st_ino, st_size, st_mtime_ns)
+        self._cache: dict[str, tuple[memoryview, int, int, int]] = {}
+        self._seq = 0
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        create: bool,
+        mode: int = 0o600,
+        meta: dict[str, Any] | None = None,
+    ) -> Namespace:
+        """Return this process's handle on namespace *name*, creating it if asked.
+
+        Parameters
+        ----------
+        name
+            Namespace name (validated by :func:`check_name`).
+        root
+            Shared-memory root; see :func:`resolve_root`.
+        create
+            Create the namespace if it does not exist.
+        mode
+            Permission bits of new files (directories get the matching
+            search bits). Only used when the namespace is created.
+        meta
+            Extra bookkeeping recorded in ``meta.json`` on creation.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the namespace does not exist and *create* is false.
+        ForeignEntryError
+            If something that is not a shmstore namespace has the name.
+        PermissionError
+            If the namespace belongs to another user.
+        """
+        check_name(name)
+        root = resolve_root(root)
+        key = (root, name)
+        with _registry_lock:
+            ns = _registry.get(key)
+            if ns is not None and ns.alive():
+                return ns
+            ns = cls._open_fresh(root, name, create=create, mode=mode, meta=meta)
+            _registry[key] = ns
+            return ns
+
+    @classmethod
+    def _open_fresh(
+        cls, root: str, name: str, *, create: bool, mode: int, meta: dict[str, Any] | None
+    ) -> Namespace:
+        rfd = _root_fd(root)
+        for _ in range(8):
+            try:
+                return cls._attach(root, name, rfd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            if cls._create(root, name, rfd, mode, meta or {}):
+                return cls._attach(root, name, rfd)
+        raise OSError(f"namespace {name!r} in {root} keeps disappearing while being opened")
+
+    @classmethod
+    def _attach(cls, root: str, name: str, rfd: int) -> Namespace:
+        path = os.path.join(root, name)
+        try:
+            fd = os.open(name, _O_DIR, dir_fd=rfd)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"no shmstore namespace {name!r} in {root}; open it writable to create it",
+                path,
+            ) from None
+        except NotADirectoryError:
+            raise ForeignEntryError(path, "a file (a named array?), not a namespace") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise ForeignEntryError(path, "a symbolic link; shmstore never follows one") from e
+            raise
+        try:
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid():
+                raise PermissionError(
+                    errno.EACCES,
+                    f"namespace {path!r} belongs to uid {st.st_uid}, not you "
+                    f"(uid {os.geteuid()}); shmstore only opens your own namespaces",
+                    path,
+                )
+            try:
+                mst = os.stat(META, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                raise ForeignEntryError(path, f"a directory without a {META} entry") from None
+            if not stat.S_ISDIR(mst.st_mode):
+                raise ForeignEntryError(path, f"its {META} entry is not a directory")
+            meta = _read_meta(fd, path)
+            return cls(root, name, fd, meta)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @staticmethod
+    def _create(root: str, name: str, rfd: int, mode: int, extra: dict[str, Any]) -> bool:
+        """Build a namespace under a temporary name and rename it into place.
+
+        Returns False if another process created *name* first.
+        """
+        dmode = _dir_mode(mode)
+        tmp = _transient_name("new")
+        os.mkdir(tmp, 0o700, dir_fd=rfd)
+        try:
+            tfd = os.open(tmp, _O_DIR, dir_fd=rfd)
+            try:
+                os.mkdir(META, 0o700, dir_fd=tfd)
+                os.mkdir(f"{META}/tmp", 0o700, dir_fd=tfd)
+                meta = {
+                    "format": "shmstore",
+                    "version": FORMAT_VERSION,
+                    "name": name,
+                    "created": time.time(),
+                    "pid": os.getpid(),
+                    "uid": os.geteuid(),
+                    "host": socket.gethostname(),
+                    "mode": mode,
+                    **extra,
+                }
+                _write_meta(tfd, meta)
+                if dmode != 0o700:
+                    os.chmod(tfd, dmode)
+            finally:
+                os.close(tfd)
+            try:
+                os.rename(tmp, name, src_dir_fd=rfd, dst_dir_fd=rfd)
+            except OSError as e:
+                if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                    return False  # someone else's entry: _attach reports what it is
+                if e.errno in (errno.EPERM, errno.EACCES):
+                    raise PermissionError(
+                        e.errno,
+                        f"cannot create namespace {name!r} in {root}: an entry of that name "
+                        "belongs to another user; choose another name",
+                        os.path.join(root, name),
+                    ) from e
+                raise
+            return True
+        finally:
+            _rmtree_at(tmp, rfd)
+
+    def alive(self) -> bool:
+        """Whether the directory this handle holds is still the namespace's."""
+        try:
+            st = os.stat(self.name, dir_fd=_root_fd(self.root), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return st.st_ino == self._ino
+
+    # ------------------------------------------------------------------ reads
+    def read(self, key: str) -> memoryview | None:
+        """Return a read-only view of the value of *key*, or ``None`` if missing.
+
+        The view maps the segment directly (zero copy). It stays valid, showing
+        the value as it was, even if the key is later replaced or deleted.
+        """
+        ent = self._cache.get(key)
+        if ent is None:
+            check_key(key)
+        try:
+            st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            if ent is not None:
+                self._cache.pop(key, None)
+            return None
+        if (
+            ent is not None
+            and ent[1] == st.st_ino
+            and ent[2] == st.st_size
+            and ent[3] == st.st_mtime_ns
+        ):
+            return ent[0]
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return self._map(key)
+
+    def _map(self, key: str) -> memoryview | None:
+        try:
+            fd = os.open(key, _O_READ, dir_fd=self._fd)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if st.st_size == 0:
+                view = memoryview(b"")
+            else:
+                flags = _MAP_FLAGS | (_MAP_POPULATE if st.st_size <= POPULATE_LIMIT else 0)
+                view = memoryview(mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ))
+        finally:
+            os.close(fd)
+        cache = self._cache
+        if len(cache) >= MAX_MAPPINGS:
+            # Evict the oldest eighth. Views still held by callers keep their
+            # mapping alive until they are dropped; the cache only stops
+            # pinning them.
+            for old in list(cache)[: max(1, MAX_MAPPINGS // 8)]:
+                cache.pop(old, None)
+        cache[key] = (view, st.st_ino, st.st_size, st.st_mtime_ns)
+        return view
+
+    def size(self, key: str) -> int | None:
+        """Return the exact length of *key* in bytes, or ``None`` if missing."""
+        check_key(key)
+        try:
+            st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def exists(self, key: str) -> bool:
+        """Whether *key* holds a value."""
+        return self.size(key) is not None
+
+    # ----------------------------------------------------------------- writes
+    def write(self, key: str, data: Any, *, exclusive: bool = False) -> bool:
+        """Atomically set *key* to *data* (any C-contiguous buffer).
+
+        Parameters
+        ----------
+        exclusive
+            Only write if *key* does not exist yet (atomic ``link``).
+
+        Returns
+        -------
+        bool
+            False if *exclusive* and the key already existed; True otherwise.
+
+        Raises
+        ------
+        SharedMemoryFullError
+            If the shared-memory filesystem is full; nothing is left behind.
+        """
+        check_key(key)
+        view = _as_bytes_view(data)
+        tmp = self._tmp_name()
+        fd = os.open(tmp, _O_CREATE, self.mode, dir_fd=self._tmp_fd)
+        try:
+            try:
+                if self.mode & ~0o600:
+                    os.fchmod(fd, self.mode)
+                _write_all(fd, view)
+            finally:
+                os.close(fd)
+            return self._install(tmp, key, exclusive)
+        except OSError as e:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=self._tmp_fd)
+            if e.errno == errno.ENOSPC:
+                raise SharedMemoryFullError(
+                    self.name, view.nbytes, self.free_bytes(), self.root
+                ) from e
+            raise
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=self._tmp_fd)
+            raise
+
+    def _tmp_name(self) -> str:
+        # pid first: `shmstore gc` reclaims the leftovers of dead writers only.
+        self._seq += 1
+        return f"{os.getpid()}.{threading.get_ident():x}.{self._seq}.partial"
+
+    def _install(self, tmp: str, key: str, exclusive: bool) -> bool:
+        fd, tfd = self._fd, self._tmp_fd
+        for _ in range(64):
+            try:
+                if exclusive:
+                    try:
+                        os.link(tmp, key, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+                    except FileExistsError:
+                        os.unlink(tmp, dir_fd=tfd)
+                        return False
+                    os.unlink(tmp, dir_fd=tfd)
+                else:
+                    os.rename(tmp, key, src_dir_fd=tfd, dst_dir_fd=fd)
+                return True
+            except FileNotFoundError:
+                # The parent directory is missing, or was pruned by a concurrent
+                # delete between our mkdir and rename: create it and retry.
+                self._check_alive()
+                self._makedirs(key.rpartition("/")[0])
+            except IsADirectoryError:
+                raise IsADirectoryError(
+                    errno.EISDIR,
+                    f"cannot set key {key!r} in namespace {self.name!r}: it is a prefix "
+                    "of other keys; delete those first",
+                ) from None
+        raise OSError(f"could not install key {key!r} in namespace {self.name!r}")
+
+    def _makedirs(self, parent: str) -> None:
+        if not parent:
+            return
+        fd = self._fd
+        path = ""
+        for part in parent.split("/"):
+            path = f"{path}/{part}" if path else part
+            try:
+                os.mkdir(path, self._dmode, dir_fd=fd)
+                if self._dmode != 0o700:
+                    os.chmod(path, self._dmode, dir_fd=fd)
+            except FileExistsError:
+                st = os.stat(path, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    raise NotADirectoryError(
+                        errno.ENOTDIR,
+                        f"cannot create keys under {path!r} in namespace {self.name!r}: "
+                        f"{path!r} is itself a key (or a foreign entry)",
+                    ) from None
+
+    def _check_alive(self) -> None:
+        if os.fstat(self._fd).st_nlink == 0:
+            raise FileNotFoundError(
+                errno.ENOENT,
+                f"namespace {self.name!r} in {self.root} was destroyed; open it again",
+                self.path,
+            )
+
+    def delete(self, key: str) -> bool:
+        """Remove *key*; return whether it existed. Empty parent directories go too."""
+        check_key(key)
+        try:
+            os.unlink(key, dir_fd=self._fd)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        finally:
+            self._cache.pop(key, None)
+        self._prune(key.rpartition("/")[0])
+        return True
+
+    def _prune(self, parent: str) -> None:
+        while parent:
+            try:
+                os.rmdir(parent, dir_fd=self._fd)
+            except OSError:
+                return
+            parent = parent.rpartition("/")[0]
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Remove every key under the directory *prefix* (``""``: all keys)."""
+        prefix = prefix.rstrip("/")
+        if prefix:
+            check_key(prefix)
+            names = [prefix]
+        else:
+            with os.scandir(self._fd) as it:
+                names = [e.name for e in it if e.name != META]
+        for name in names:
+            # Move the subtree out of sight first, so no reader sees it half gone.
+            trash = f"{META}/tmp/{self._tmp_name()}"
+            try:
+                os.rename(name, trash, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            _rmtree_at(trash, self._fd)
+        if prefix:
+            self._prune(prefix.rpartition("/")[0])
+        self._cache.clear()
+
+    # --------------------------------------------------------------- listing
+    def iter_keys(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key that starts with *prefix* (a plain string prefix)."""
+        base = prefix.rpartition("/")[0]
+        if base:
+            check_key(base)
+        try:
+            dfd = os.open(base or ".", _O_DIR, dir_fd=self._fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return
+            raise
+        rel = f"{base}/" if base else ""
+        for key in _walk(dfd, rel):
+            if key.startswith(prefix):
+                yield key
+
+    def list_dir(self, prefix: str) -> Iterator[str]:
+        """Yield the names directly under the directory *prefix*."""
+        prefix = prefix.rstrip("/")
+        if prefix:
+            check_key(prefix)
+        try:
+            dfd = os.open(prefix or ".", _O_DIR, dir_fd=self._fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return
+            raise
+        try:
+            with os.scandir(dfd) as it:
+                names = [
+                    e.name
+                    for e in it
+                    if (prefix or e.name != META)
+                    and (e.is_file(follow_symlinks=False) or e.is_dir(follow_symlinks=False))
+                ]
+        finally:
+            os.close(dfd)
+        yield from names
+
+    # ------------------------------------------------------------- lifetime
+    def free_bytes(self) -> int:
+        """Bytes left on the filesystem that holds the namespace."""
+        st = os.statvfs(self._fd)
+        return st.f_bavail * st.f_frsize
+
+    def destroy(self) -> None:
+        """Unlink the whole namespace. Mappings other processes hold stay valid."""
+        rfd = _root_fd(self.root)
+        if self.alive():
+            trash = _transient_name("trash")
+            try:
+                os.rename(self.name, trash, src_dir_fd=rfd, dst_dir_fd=rfd)
+            except FileNotFoundError:
+                pass
+            else:
+                _rmtree_at(trash, rfd)
+        self._cache.clear()
+        with _registry_lock:
+            if _registry.get((self.root, self.name)) is self:
+                del _registry[(self.root, self.name)]
+
+    def __repr__(self) -> str:
+        return f"<Namespace {self.name!r} in {self.root!r}>"
+
+
+def _walk(dfd: int, rel: str) -> Iterator[str]:
+    """Yield the regular files below the directory *dfd*, which this closes."""
+    try:
+        with os.scandir(dfd) as it:
+            entries = [
+                (e.name, e.is_dir(follow_symlinks=False), e.is_file(follow_symlinks=False))
+                for e in it
+            ]
+        subdirs = []
+        for name, is_dir, is_file in entries:
+            if not rel and name == META:
+                continue
+            if is_file:
+                yield rel + name
+            elif is_dir:
+                subdirs.append(name)
+        for name in subdirs:
+            try:
+                sub = os.open(name, _O_DIR, dir_fd=dfd)
+            except OSError:
+                continue  # removed meanwhile, or replaced by a symlink: never followed
+            yield from _walk(sub, f"{rel}{name}/")
+    finally:
+        os.close(dfd)
+
+
+def _read_meta(fd: int, path: str) -> dict[str, Any]:
+    try:
+        mfd = os.open(f"{META}/meta.json", _O_READ, dir_fd=fd)
+    except FileNotFoundError:
+        raise ForeignEntryError(path, f"{META}/meta.json is missing") from None
+    try:
+        with os.fdopen(mfd, "rb") as f:
+            meta = json.loads(f.read(1 << 20))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ForeignEntryError(path, f"{META}/meta.json is corrupt: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != "shmstore":
+        raise ForeignEntryError(path, f"{META}/meta.json is not shmstore metadata")
+    return meta
+
+
+def _write_meta(fd: int, meta: dict[str, Any]) -> None:
+    """Atomically (re)write ``meta.json`` of the namespace directory *fd*."""
+    tmp = f"{META}/meta.json.{os.getpid()}.partial"
+    wfd = os.open(tmp, _O_CREATE, 0o600, dir_fd=fd)
+    try:
+        _write_all(wfd, memoryview(json.dumps(meta, indent=1, sort_keys=True).encode()))
+    finally:
+        os.close(wfd)
+    os.rename(tmp, f"{META}/meta.json", src_dir_fd=fd, dst_dir_fd=fd)

@@ -1,0 +1,324 @@
+"""``SharedMemoryStore``: a Zarr v3 store whose values live in shared memory."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Self
+
+from zarr.abc.store import (
+    ByteRequest,
+    OffsetByteRequest,
+    RangeByteRequest,
+    Store,
+    SuffixByteRequest,
+)
+from zarr.core.buffer import Buffer, default_buffer_prototype
+
+from shmstore._segments import Namespace, check_name, resolve_root
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+    from types import TracebackType
+
+    from zarr.core.buffer import BufferPrototype
+
+__all__ = ["SharedMemoryStore", "scoped"]
+
+
+def _slice(view: memoryview, byte_range: ByteRequest | None) -> memoryview:
+    if byte_range is None:
+        return view
+    if isinstance(byte_range, RangeByteRequest):
+        return view[byte_range.start : byte_range.end]
+    if isinstance(byte_range, OffsetByteRequest):
+        return view[byte_range.offset :]
+    if isinstance(byte_range, SuffixByteRequest):
+        return view[max(0, len(view) - byte_range.suffix) :]
+    raise TypeError(
+        f"Unexpected byte_range, got {byte_range!r}; pass a zarr RangeByteRequest, "
+        "OffsetByteRequest or SuffixByteRequest"
+    )
+
+
+class SharedMemoryStore(Store):
+    """A Zarr v3 store whose keys are files in a shared-memory namespace.
+
+    Every process of the host that opens the same namespace name sees the same
+    keys and bytes. The namespace directory is a standard Zarr v3 directory
+    layout, so ``zarr.storage.LocalStore`` (or any other Zarr implementation)
+    can read it as it stands.
+
+    Parameters
+    ----------
+    namespace
+        Name of the namespace: one path component (no ``/``, not hidden).
+    root
+        Shared-memory directory. Defaults to ``$SHMSTORE_ROOT``, else ``/dev/shm``.
+    read_only
+        Open read-only. A missing namespace then raises ``FileNotFoundError``;
+        opened writable, a missing namespace is created.
+    scoped
+        Destroy the namespace when the ``with`` block exits. A plain store only
+        closes its handle there and never destroys shared data.
+    mode
+        Permission bits of the namespace's files when it is created (default
+        ``0o600``, owner only).
+
+    Attributes
+    ----------
+    supports_writes
+    supports_deletes
+    supports_listing
+
+    Examples
+    --------
+    >>> import zarr, shmstore
+    >>> store = shmstore.SharedMemoryStore("doc-example")
+    >>> z = zarr.create_array(store, name="t", shape=(4, 4), chunks=(2, 2), dtype="f4")
+    >>> store.destroy()
+    """
+
+    supports_writes: bool = True
+    supports_deletes: bool = True
+    supports_listing: bool = True
+
+    _ns: Namespace | None
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        root: str | os.PathLike[str] | None = None,
+        read_only: bool = False,
+        scoped: bool = False,
+        mode: int = 0o600,
+    ) -> None:
+        super().__init__(read_only=read_only)
+        self.namespace = check_name(namespace)
+        self.root = resolve_root(root)
+        self.scoped = scoped
+        self._mode = mode
+        self._ns = None
+        self._handle()  # fail early: missing (read-only), foreign or another user's
+
+    def _handle(self) -> Namespace:
+        ns = self._ns
+        if ns is None:
+            ns = Namespace.open(
+                self.namespace,
+                self.root,
+                create=not self.read_only,
+                mode=self._mode,
+                meta={"scoped": True} if self.scoped else None,
+            )
+            self._ns = ns
+        return ns
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> Self:
+        """Open the namespace of a ``shm://<namespace>`` URL."""
+        rest = url.removeprefix("shm://")
+        if rest == url:
+            raise ValueError(f"URL {url!r} is not a shm:// URL")
+        return cls(rest.strip("/").split("/")[0], **kwargs)
+
+    # --------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Only the name travels: workers reopen the namespace lazily.
+        return {
+            "namespace": self.namespace,
+            "root": self.root,
+            "read_only": self.read_only,
+            "mode": self._mode,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.namespace = state["namespace"]
+        self.root = state["root"]
+        self._read_only = state["read_only"]
+        self._mode = state["mode"]
+        self.scoped = False  # a copy never owns the namespace's lifetime
+        self._is_open = False
+        self._ns = None
+
+    # ------------------------------------------------------------- identity
+    def with_read_only(self, read_only: bool = False) -> SharedMemoryStore:
+        # docstring inherited
+        return type(self)(self.namespace, root=self.root, read_only=read_only, mode=self._mode)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, SharedMemoryStore)
+            and self.namespace == other.namespace
+            and self.root == other.root
+            and self.read_only == other.read_only
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.root, self.namespace, self.read_only))
+
+    def __str__(self) -> str:
+        return f"shm://{self.namespace}"
+
+    def __repr__(self) -> str:
+        return f"SharedMemoryStore({str(self)!r}, root={self.root!r})"
+
+    # ------------------------------------------------------------- lifetime
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+        if self.scoped:
+            self.destroy()
+
+    def destroy(self) -> None:
+        """Unlink every segment of the namespace, in every process.
+
+        Processes that still hold chunk views keep reading the old bytes until
+        they drop them; new opens by name no longer find the namespace.
+        """
+        self._check_writable()
+        ns = self._ns or Namespace.open(self.namespace, self.root, create=False)
+        ns.destroy()
+        self._ns = None
+        self._is_open = False
+
+    @property
+    def path(self) -> str:
+        """The namespace directory (a Zarr v3 directory layout)."""
+        return os.path.join(self.root, self.namespace)
+
+    # ----------------------------------------------------------- sync core
+    def get_sync(
+        self,
+        key: str,
+        *,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
+        view = self._handle().read(key)
+        if view is None:
+            return None
+        if prototype is None:
+            prototype = default_buffer_prototype()
+        if byte_range is not None:
+            view = _slice(view, byte_range)
+        return prototype.buffer.from_bytes(view)
+
+    def set_sync(self, key: str, value: Buffer) -> None:
+        """Synchronous :meth:`set` (zarr's ``SupportsSetSync``)."""
+        self._check_writable()
+        if not isinstance(value, Buffer):
+            raise TypeError(
+                f"SharedMemoryStore.set(): value for key {key!r} must be a zarr Buffer, "
+                f"got {type(value).__name__}"
+            )
+        self._handle().write(key, value.as_numpy_array())
+
+    def delete_sync(self, key: str) -> None:
+        """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""
+        self._check_writable()
+        self._handle().delete(key)
+
+    # ---------------------------------------------------------------- async
+    # Shared-memory work is a memcpy at most: a thread hop would cost more
+    # than it saves, so the coroutines call the sync core directly.
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        # docstring inherited
+        if not self._is_open:
+            await self._open()
+        return self.get_sync(key, prototype=prototype, byte_range=byte_range)
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        # docstring inherited
+        return [
+            self.get_sync(key, prototype=prototype, byte_range=byte_range)
+            for key, byte_range in key_ranges
+        ]
+
+    async def exists(self, key: str) -> bool:
+        # docstring inherited
+        return self._handle().exists(key)
+
+    async def set(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        if not self._is_open:
+            await self._open()
+        self.set_sync(key, value)
+
+    async def set_if_not_exists(self, key: str, value: Buffer) -> None:
+        # docstring inherited
+        self._check_writable()
+        if not self._is_open:
+            await self._open()
+        self._handle().write(key, value.as_numpy_array(), exclusive=True)
+
+    async def delete(self, key: str) -> None:
+        # docstring inherited
+        self.delete_sync(key)
+
+    async def delete_dir(self, prefix: str) -> None:
+        # docstring inherited
+        self._check_writable()
+        self._handle().delete_prefix(prefix)
+
+    async def clear(self) -> None:
+        # docstring inherited
+        self._check_writable()
+        self._handle().delete_prefix("")
+
+    async def getsize(self, key: str) -> int:
+        # docstring inherited
+        size = self._handle().size(key)
+        if size is None:
+            raise FileNotFoundError(key)
+        return size
+
+    async def getsize_prefix(self, prefix: str) -> int:
+        # docstring inherited
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        ns = self._handle()
+        return sum(ns.size(key) or 0 for key in ns.iter_keys(prefix))
+
+    async def list(self) -> AsyncIterator[str]:
+        # docstring inherited
+        for key in self._handle().iter_keys(""):
+            yield key
+
+    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        for key in self._handle().iter_keys(prefix):
+            yield key
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        # docstring inherited
+        for name in self._handle().list_dir(prefix):
+            yield name
+
+
+def scoped(namespace: str, **kwargs: Any) -> SharedMemoryStore:
+    """Return a store whose namespace is destroyed when its ``with`` block exits.
+
+    Equivalent to ``SharedMemoryStore(namespace, scoped=True, **kwargs)``.
+
+    Examples
+    --------
+    >>> import shmstore
+    >>> with shmstore.scoped("scratch") as store:
+    ...     pass  # the namespace is gone after the block
+    """
+    return SharedMemoryStore(namespace, scoped=True, **kwargs)

@@ -348,6 +348,9 @@ class Namespace:
                 path,
             ) from None
         except NotADirectoryError:
+            # O_DIRECTORY|O_NOFOLLOW reports a symlink as ENOTDIR: say which it is.
+            if stat.S_ISLNK(os.stat(name, dir_fd=rfd, follow_symlinks=False).st_mode):
+                raise ForeignEntryError(path, "a symbolic link; shmstore never follows one") from None
             raise ForeignEntryError(path, "a file (a named array?), not a namespace") from None
         except OSError as e:
             if e.errno == errno.ELOOP:
@@ -457,10 +460,18 @@ class Namespace:
         return self._map(key)
 
     def _map(self, key: str) -> memoryview | None:
+        parent, _, base = key.rpartition("/")
         try:
-            fd = os.open(key, _O_READ, dir_fd=self._fd)
+            pfd = self._open_dir(parent) if parent else self._fd
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fd = os.open(base, _O_READ, dir_fd=pfd)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        finally:
+            if parent:
+                os.close(pfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -545,31 +556,64 @@ class Namespace:
         return f"{os.getpid()}.{threading.get_ident():x}.{self._seq}.partial"
 
     def _install(self, tmp: str, key: str, exclusive: bool) -> bool:
-        fd, tfd = self._fd, self._tmp_fd
+        tfd = self._tmp_fd
+        parent, _, base = key.rpartition("/")
         for _ in range(64):
+            try:
+                pfd = self._open_dir(parent) if parent else self._fd
+            except FileNotFoundError:
+                self._check_alive()
+                self._makedirs(parent)
+                continue
+            except NotADirectoryError:
+                self._makedirs(parent)  # raises, naming the component at fault
+                continue
             try:
                 if exclusive:
                     try:
-                        os.link(tmp, key, src_dir_fd=tfd, dst_dir_fd=fd, follow_symlinks=False)
+                        os.link(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
                     except FileExistsError:
                         os.unlink(tmp, dir_fd=tfd)
                         return False
                     os.unlink(tmp, dir_fd=tfd)
                 else:
-                    os.rename(tmp, key, src_dir_fd=tfd, dst_dir_fd=fd)
+                    os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
                 return True
             except FileNotFoundError:
-                # The parent directory is missing, or was pruned by a concurrent
-                # delete between our mkdir and rename: create it and retry.
-                self._check_alive()
-                self._makedirs(key.rpartition("/")[0])
+                # The parent was pruned by a concurrent delete after we opened
+                # it (a removed directory takes no new entries): redo it.
+                continue
             except IsADirectoryError:
                 raise IsADirectoryError(
                     errno.EISDIR,
                     f"cannot set key {key!r} in namespace {self.name!r}: it is a prefix "
                     "of other keys; delete those first",
                 ) from None
+            finally:
+                if parent:
+                    os.close(pfd)
         raise OSError(f"could not install key {key!r} in namespace {self.name!r}")
+
+    def _open_dir(self, rel: str) -> int:
+        """Open the directory *rel* of the namespace one component at a time.
+
+        No component is followed if it is a symlink (``O_NOFOLLOW``), so nothing
+        planted inside the namespace can redirect a read or a write outside it.
+        The caller closes the descriptor.
+        """
+        fd = self._fd
+        for part in rel.split("/"):
+            try:
+                nfd = os.open(part, _O_DIR, dir_fd=fd)
+            except OSError as e:
+                if e.errno == errno.ELOOP:
+                    raise NotADirectoryError(errno.ENOTDIR, f"{rel!r} is a symlink") from e
+                raise
+            finally:
+                if fd != self._fd:
+                    os.close(fd)
+            fd = nfd
+        return fd
 
     def _makedirs(self, parent: str) -> None:
         if not parent:

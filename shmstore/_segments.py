@@ -350,7 +350,7 @@ class Namespace:
         except NotADirectoryError:
             # O_DIRECTORY|O_NOFOLLOW reports a symlink as ENOTDIR: say which it is.
             if stat.S_ISLNK(os.stat(name, dir_fd=rfd, follow_symlinks=False).st_mode):
-                raise ForeignEntryError(path, "a symbolic link; shmstore never follows one") from None
+                raise ForeignEntryError(path, "a symbolic link; never followed") from None
             raise ForeignEntryError(path, "a file (a named array?), not a namespace") from None
         except OSError as e:
             if e.errno == errno.ELOOP:

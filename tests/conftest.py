@@ -48,6 +48,7 @@ def run_python(
     )
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"subprocess failed ({proc.returncode}):\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"subprocess failed ({proc.returncode}):\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc

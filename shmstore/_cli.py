@@ -1,0 +1,660 @@
+"""The ``shmstore`` command line: see, clean and move what lives in shared memory.
+
+Thin commands over the library: parse, call :mod:`shmstore._inventory` and the
+public API, format the answer (rich tables for people, ``--json`` for
+scripts). Library errors (``ValueError``, ``OSError`` and their subclasses) are
+user errors here: one line on stderr, exit status 1, no traceback (set
+``SHMSTORE_DEBUG=1`` to see it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import json
+import math
+import os
+import sys
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from shmstore import __version__
+from shmstore import _inventory as inventory
+from shmstore._errors import _human
+from shmstore._segments import ENV_ROOT, resolve_root
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from rich.console import Console
+
+__all__ = ["main"]
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+# ------------------------------------------------------------------ plumbing
+def _one_line(e: BaseException) -> str:
+    """The message of a library error, on one line."""
+    if isinstance(e, OSError) and type(e).__str__ is OSError.__str__ and e.strerror:
+        msg = e.strerror
+        if e.filename and str(e.filename) not in msg:
+            msg = f"{msg}: {e.filename}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(msg.split())
+
+
+class _Group(click.Group):
+    """A group whose commands turn library errors into one-line messages."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # `shmstore ls | head`: the reader left; say nothing more.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(1)
+        except (ValueError, OSError) as e:
+            if os.environ.get("SHMSTORE_DEBUG"):
+                raise
+            raise click.ClickException(_one_line(e)) from e
+
+
+def _root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--root",
+        type=click.Path(file_okay=False, path_type=str),
+        default=None,
+        help=f"Shared-memory directory [default: ${ENV_ROOT}, else /dev/shm].",
+    )(fn)
+
+
+def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
+    )(fn)
+
+
+def _resolve(root: str | None) -> str:
+    """The root to work on; an explicit one must exist (no typo creates a directory)."""
+    given, source = (root, "--root") if root else (os.environ.get(ENV_ROOT), ENV_ROOT)
+    if given and not os.path.isdir(given):
+        raise click.ClickException(
+            f"{source} {given!r} is not a directory; point {source} at an existing "
+            "shared-memory directory (default /dev/shm)"
+        )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = resolve_root(root)
+    for w in caught:
+        _warn(str(w.message))
+    return path
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    out = sys.stdout
+    # Pipes get wide, colourless tables: a name is never wrapped mid-way.
+    width = None if out.isatty() else int(os.environ.get("COLUMNS", "200"))
+    return Console(file=out, width=width, highlight=False, soft_wrap=False)
+
+
+def _table(*columns: str, right: Iterable[str] = ()) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    right = set(right)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
+    return table
+
+
+def _emit_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).isoformat(timespec="seconds")
+
+
+def _local(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return _dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else _human(n)
+
+
+def _pid(pid: int | None, alive: bool | None) -> str:
+    if pid is None:
+        return "-"
+    state = {True: "alive", False: "dead", None: "?"}[alive]
+    return f"{pid} ({state})"
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def _is_glob(name: str) -> bool:
+    return not _GLOB_CHARS.isdisjoint(name)
+
+
+# ------------------------------------------------------------------- entries
+def _entries(root: str, pattern: str | None = None) -> list[dict[str, Any]]:
+    """Namespaces (and named arrays) of *root* matching *pattern*, as records.
+
+    Entries whose bookkeeping is corrupt are reported on stderr, never listed
+    as if they were valid.
+    """
+    namespaces, invalid = inventory.scan_namespaces(root, pattern)
+    for err in invalid:
+        _warn(str(err))
+    records = [_namespace_record(ns) for ns in namespaces]
+    records.extend(_array_records(root, pattern))
+    return sorted(records, key=lambda r: (r["name"], r["kind"]))
+
+
+def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
+    spilled = ns.spilled
+    return {
+        "name": ns.name,
+        "kind": "namespace",
+        "shm_bytes": ns.usage.nbytes,
+        "spilled_bytes": None if spilled is None else spilled.nbytes,
+        "keys": ns.usage.keys + (spilled.keys if spilled else 0),
+        "chunks": ns.usage.chunks + (spilled.chunks if spilled else 0),
+        "owner": ns.owner,
+        "uid": ns.uid,
+        "pid": ns.pid,
+        "pid_alive": ns.pid_alive,
+        "host": ns.host,
+        "scoped": ns.scoped,
+        "created": _iso(ns.created),
+        "modified": _iso(max(ns.modified, ns.created or 0.0)),
+        "spill": ns.spill,
+        "capacity": ns.capacity,
+        "path": ns.path,
+        # for du
+        "_shm_allocated": ns.usage.allocated,
+        "_spill_allocated": None if spilled is None else spilled.allocated,
+        "_created": ns.created,
+        "_modified": max(ns.modified, ns.created or 0.0),
+    }
+
+
+def _array_records(root: str, pattern: str | None) -> list[dict[str, Any]]:
+    """Named arrays of *root* as records; empty until named arrays exist."""
+    return []
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The entries named by *names* (names or globs); refuse any that matches nothing."""
+    everything = _entries(root)
+    by_name = {r["name"]: r for r in everything}
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in names:
+        if _is_glob(name):
+            hits = [r for r in everything if fnmatch.fnmatchcase(r["name"], name)]
+            if not hits:
+                raise click.ClickException(
+                    f"pattern {name!r} matches no namespace or named array in {root}; "
+                    "see `shmstore ls`"
+                )
+        elif name in by_name:
+            hits = [r for r in everything if r["name"] == name]
+        else:
+            # Say what it is when something is there but not ours.
+            path = os.path.join(root, name)
+            if os.path.lexists(path):
+                inventory.namespace_entry(root, name)  # raises ForeignEntryError
+            raise click.ClickException(
+                f"no namespace or named array {name!r} in {root}; see `shmstore ls`"
+            )
+        for r in hits:
+            chosen[(r["name"], r["kind"])] = r
+    return list(chosen.values())
+
+
+# ------------------------------------------------------------------ commands
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shmstore")
+def main() -> None:
+    """See, clean and move what lives in shared memory (/dev/shm).
+
+    Every command takes --root (default $SHMSTORE_ROOT, else /dev/shm); the
+    ones that print take --json.
+    """
+
+
+@main.command("ls")
+@click.argument("pattern", required=False)
+@_root_option
+@_json_option
+def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
+    """List namespaces and named arrays (optionally those matching the glob PATTERN).
+
+    Shows the bytes in shared memory and in the spill tier, the number of keys
+    and chunks, the owner, the creating process and whether it is alive, and
+    when the entry was created and last modified.
+    """
+    root = _resolve(root)
+    records = _entries(root, pattern)
+    if as_json:
+        _emit_json({"root": root, "entries": [_public(r) for r in records]})
+        return
+    console = _console()
+    if not records:
+        what = f" matching {pattern!r}" if pattern else ""
+        console.print(f"no namespaces or named arrays{what} in {root}")
+        return
+    table = _table(
+        "NAME",
+        "KIND",
+        "SHM",
+        "SPILLED",
+        "KEYS",
+        "CHUNKS",
+        "OWNER",
+        "PID",
+        "CREATED",
+        "MODIFIED",
+        right=("SHM", "SPILLED", "KEYS", "CHUNKS"),
+    )
+    for r in records:
+        table.add_row(
+            r["name"],
+            r["kind"] + (" (scoped)" if r.get("scoped") else ""),
+            _size(r["shm_bytes"]),
+            _size(r["spilled_bytes"]),
+            "-" if r["keys"] is None else str(r["keys"]),
+            "-" if r["chunks"] is None else str(r["chunks"]),
+            r["owner"],
+            _pid(r["pid"], r["pid_alive"]),
+            _local(r["_created"]),
+            _local(r["_modified"]),
+        )
+    console.print(table)
+
+
+@main.command("du")
+@click.argument("names", nargs=-1)
+@_root_option
+@_json_option
+def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
+    """Show usage per namespace and tier, and the size and free space of the tmpfs.
+
+    NAMES (names or globs) restrict the listing; by default every entry is
+    shown. Sizes are what the filesystem holds (whole pages, bookkeeping and
+    writes in flight included), like du(1).
+    """
+    root = _resolve(root)
+    records = _select(root, names) if names else _entries(root)
+    records.sort(key=lambda r: (r["name"], r["kind"]))
+    fs = inventory.filesystem_usage(root)
+    rows = []
+    for r in records:
+        shm, spill = r["_shm_allocated"], r["_spill_allocated"]
+        rows.append(
+            {
+                "name": r["name"],
+                "kind": r["kind"],
+                "shm_bytes": shm,
+                "spilled_bytes": spill,
+                "total_bytes": None if spill is None else shm + spill,
+                "spill": r.get("spill"),
+            }
+        )
+    total_shm = sum(row["shm_bytes"] for row in rows)
+    total_spill = sum(row["spilled_bytes"] or 0 for row in rows)
+    warnings_ = _fs_warnings(fs)
+    if as_json:
+        _emit_json(
+            {
+                "root": root,
+                "entries": rows,
+                "total": {
+                    "shm_bytes": total_shm,
+                    "spilled_bytes": total_spill,
+                    "total_bytes": total_shm + total_spill,
+                },
+                "filesystem": fs.to_dict(),
+                "warnings": warnings_,
+            }
+        )
+        return
+    console = _console()
+    if rows:
+        table = _table(
+            "NAME",
+            "KIND",
+            "SHARED MEMORY",
+            "SPILL TIER",
+            "TOTAL",
+            "SPILL LOCATION",
+            right=("SHARED MEMORY", "SPILL TIER", "TOTAL"),
+        )
+        for row in rows:
+            table.add_row(
+                row["name"],
+                row["kind"],
+                _size(row["shm_bytes"]),
+                _size(row["spilled_bytes"]),
+                _size(row["total_bytes"]),
+                row["spill"] or "-",
+            )
+        table.add_section()
+        table.add_row(
+            "total", "", _size(total_shm), _size(total_spill), _size(total_shm + total_spill), ""
+        )
+        console.print(table)
+    else:
+        console.print(f"no namespaces or named arrays in {root}")
+    pct = 100 * fs.used / fs.size if fs.size else 0.0
+    console.print(
+        f"{fs.fstype or 'filesystem'} {fs.mountpoint or root}: {_human(fs.size)} total, "
+        f"{_human(fs.used)} used ({pct:.0f}%), {_human(fs.free)} free"
+    )
+    for w in warnings_:
+        _warn(w)
+
+
+def _fs_warnings(fs: inventory.FilesystemUsage) -> list[str]:
+    out = []
+    if inventory.looks_like_docker_default(fs):
+        out.append(
+            f"{fs.mountpoint or fs.root} is only {_human(fs.size)}, like Docker's default "
+            "/dev/shm for a container; raise it with `docker run --shm-size=4g` "
+            "(compose: `shm_size: 4gb`), or give namespaces a spill tier"
+        )
+    if fs.fstype is not None and fs.fstype != "tmpfs":
+        out.append(
+            f"{fs.root} is on {fs.fstype}, not tmpfs: shmstore runs file-backed there "
+            "(pass --root or set SHMSTORE_ROOT to a tmpfs for shared memory)"
+        )
+    return out
+
+
+@main.command("info")
+@click.argument("name")
+@_root_option
+@_json_option
+def info_command(name: str, root: str | None, as_json: bool) -> None:
+    """Describe NAME: a namespace's zarr hierarchy, or a named array's metadata.
+
+    For a namespace: its groups and arrays with shapes, dtypes, chunks, shards
+    and codecs, read with zarr over a read-only SharedMemoryStore.
+    """
+    root = _resolve(root)
+    records = [r for r in _entries(root) if r["name"] == name]
+    if not records:
+        _select(root, (name,))  # raises the right message
+    record = records[0]
+    if record["kind"] == "namespace":
+        nodes = _zarr_nodes(root, name)
+        if as_json:
+            _emit_json({**_public(record), "nodes": nodes})
+            return
+        _print_namespace(record, nodes)
+    else:
+        _array_info(root, record, as_json)
+
+
+def _zarr_nodes(root: str, name: str) -> list[dict[str, Any]]:
+    """Every group and array of namespace *name*, read with zarr."""
+    import zarr
+
+    from shmstore._store import SharedMemoryStore
+
+    store = SharedMemoryStore(name, root=root, read_only=True)
+    nodes = []
+    for path in inventory.zarr_node_paths(os.path.join(root, name)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                node = zarr.open(store=store, path=path, mode="r")
+            except Exception as e:  # a corrupt document: report it, keep going
+                node = None
+                nodes.append({"path": path, "node_type": "invalid", "error": _one_line(e)})
+        for w in caught:
+            _warn(f"{'/'.join(filter(None, (name, path)))}: {_one_line(w.message)}")
+        if node is None:
+            continue
+        meta = node.metadata.to_dict()
+        rec: dict[str, Any] = {
+            "path": path,
+            "node_type": "array" if isinstance(node, zarr.Array) else "group",
+            "zarr_format": meta.get("zarr_format"),
+            "attributes": dict(node.attrs),
+        }
+        if isinstance(node, zarr.Array):
+            rec.update(
+                shape=list(node.shape),
+                dtype=str(node.dtype),
+                chunks=list(node.chunks),
+                shards=list(node.shards) if getattr(node, "shards", None) else None,
+                fill_value=_jsonable(meta.get("fill_value")),
+                codecs=_jsonable(_codecs(meta)),
+                nchunks=node.nchunks,
+            )
+        nodes.append(rec)
+    return nodes
+
+
+def _codecs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    if "codecs" in meta:  # zarr v3
+        return list(meta["codecs"])
+    # zarr v2: filters, then the compressor
+    out = [dict(f) for f in meta.get("filters") or ()]
+    if meta.get("compressor"):
+        out.append(dict(meta["compressor"]))
+    return out
+
+
+def _codec_names(codecs: Iterable[dict[str, Any]]) -> str:
+    names = []
+    for c in codecs:
+        name = c.get("name") or c.get("id") or "?"
+        inner = (c.get("configuration") or {}).get("codecs")
+        names.append(f"{name}({_codec_names(inner)})" if inner else name)
+    return ", ".join(names)
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn tuples, numpy scalars and non-finite floats into JSON-safe values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/Infinity; zarr writes them as strings too
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    item = getattr(value, "item", None)
+    return _jsonable(item()) if callable(item) else str(value)
+
+
+def _print_namespace(record: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    console = _console()
+    console.print(
+        f"namespace {escape(record['name'])} (shm://{escape(record['name'])}) in {record['path']}"
+    )
+    console.print(
+        f"  owner {record['owner']}, created by pid {_pid(record['pid'], record['pid_alive'])}"
+        f" on {_local(record['_created'])}{', scoped' if record['scoped'] else ''}"
+    )
+    console.print(
+        f"  {record['keys']} keys, {record['chunks']} chunks, "
+        f"{_size(record['shm_bytes'])} in shared memory, "
+        f"{_size(record['spilled_bytes'])} spilled"
+        + (f" to {record['spill']}" if record["spill"] else "")
+        + (f", capacity {_human(record['capacity'])}" if record["capacity"] else "")
+    )
+    if not nodes:
+        console.print("  (no zarr groups or arrays)")
+        return
+    tree = Tree("/", guide_style="dim")
+    branches = {"": tree}
+    for node in sorted(nodes, key=lambda n: n["path"]):
+        path = node["path"]
+        parent = path.rpartition("/")[0] if path else None
+        label = _node_label(node)
+        if path == "":
+            tree.label = label
+            continue
+        while parent not in branches:  # an implicit group: no metadata of its own
+            parent = parent.rpartition("/")[0]
+        branches[path] = branches[parent].add(label)
+    console.print(tree)
+
+
+def _node_label(node: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    name = escape(node["path"].rpartition("/")[2] or "/")
+    if node["node_type"] == "invalid":
+        return f"{name}  [red]invalid: {escape(node['error'])}[/red]"
+    if node["node_type"] == "group":
+        n = len(node["attributes"])
+        return f"[bold]{name}[/bold]  group" + (f", {_plural(n, 'attribute')}" if n else "")
+    shape = " x ".join(map(str, node["shape"])) or "scalar"
+    chunks = " x ".join(map(str, node["chunks"]))
+    text = f"[bold]{name}[/bold]  array {shape} {node['dtype']}, chunks {chunks}"
+    if node.get("shards"):
+        text += f", shards {' x '.join(map(str, node['shards']))}"
+    return text + f", codecs {escape(_codec_names(node['codecs']))}"
+
+
+def _array_info(root: str, record: dict[str, Any], as_json: bool) -> None:
+    raise click.ClickException("named arrays are not available in this version of shmstore")
+
+
+@main.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("-y", "--yes", is_flag=True, help="Delete without asking for confirmation.")
+@_root_option
+@_json_option
+def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: bool) -> None:
+    """Delete namespaces (every segment) and named arrays: NAMES or globs.
+
+    Asks for confirmation unless -y. A name or pattern that matches nothing is
+    refused before anything is deleted. Processes that still map the data keep
+    reading it until they drop it.
+    """
+    root = _resolve(root)
+    targets = sorted(_select(root, names), key=lambda r: (r["name"], r["kind"]))
+    if not yes:
+        listing = ", ".join(f"{r['kind']} {r['name']!r}" for r in targets)
+        if not sys.stdin.isatty():
+            raise click.ClickException(
+                f"refusing to delete {_plural(len(targets), 'entry', 'entries')} "
+                f"({listing}) without confirmation: stdin is not a terminal; pass -y to "
+                "delete without asking"
+            )
+        click.echo(f"This deletes from {root}:", err=True)
+        for r in targets:
+            click.echo(f"  {r['kind']} {r['name']} ({_size(r['shm_bytes'])})", err=True)
+        click.confirm("Delete?", abort=True, err=True)
+    removed = []
+    for r in targets:
+        try:
+            _delete(root, r)
+        except FileNotFoundError:
+            continue  # deleted meanwhile by someone else: the goal is reached
+        removed.append(
+            {"name": r["name"], "kind": r["kind"], "shm_bytes": r["shm_bytes"], "path": r["path"]}
+        )
+    if as_json:
+        _emit_json({"root": root, "removed": removed})
+        return
+    for r in removed:
+        click.echo(f"removed {r['kind']} {r['name']} ({_size(r['shm_bytes'])})")
+
+
+def _delete(root: str, record: dict[str, Any]) -> None:
+    if record["kind"] == "namespace":
+        inventory.destroy_namespace(root, record["name"])
+    else:
+        raise click.ClickException("named arrays are not available in this version of shmstore")
+
+
+@main.command("gc")
+@click.option("--dry-run", is_flag=True, help="Only show what would be reclaimed.")
+@_root_option
+@_json_option
+def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
+    """Reclaim what crashed processes left behind.
+
+    Temporary files of interrupted writes, namespaces interrupted while being
+    created or destroyed, and scoped namespaces whose creating process is dead.
+    Anything of a live process, of a process on another host, or of unknown
+    origin is left alone.
+    """
+    root = _resolve(root)
+    found = inventory.find_leftovers(root)
+    done = []
+    for lo in found:
+        if dry_run or inventory.reclaim(lo):
+            done.append(lo.to_dict())
+    freed = sum(d["nbytes"] for d in done)
+    if as_json:
+        _emit_json({"root": root, "dry_run": dry_run, "reclaimed": done, "reclaimed_bytes": freed})
+        return
+    console = _console()
+    if not done:
+        console.print(f"nothing to reclaim in {root}")
+        return
+    table = _table("KIND", "PATH", "PID", "SIZE", right=("PID", "SIZE"))
+    for d in done:
+        table.add_row(d["kind"], d["path"], str(d["pid"]), _human(d["nbytes"]))
+    console.print(table)
+    verb = "would reclaim" if dry_run else "reclaimed"
+    console.print(f"{verb} {_plural(len(done), 'entry', 'entries')}, {_human(freed)}")
+
+
+def _transfer(kind: str, src: str, dst: str, root: str | None, quiet: bool) -> None:
+    raise click.ClickException(
+        f"`shmstore {kind}` needs shmstore.{kind}(), which is not available in this "
+        "version of shmstore"
+    )
+
+
+@main.command("save")
+@click.argument("src")
+@click.argument("dst")
+@_root_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def save_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
+    """Copy the namespace SRC (name or shm:// URL) to the zarr store DST (path or URL)."""
+    _transfer("save", src, dst, root, quiet)
+
+
+@main.command("load")
+@click.argument("src")
+@click.argument("dst")
+@_root_option
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def load_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
+    """Copy the zarr store SRC (path or URL) into the namespace DST (name or shm:// URL)."""
+    _transfer("load", src, dst, root, quiet)

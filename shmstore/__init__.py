@@ -18,19 +18,28 @@ _LAZY = {
     "scoped": "shmstore._store",
     "SharedMemoryFullError": "shmstore._errors",
     "ForeignEntryError": "shmstore._errors",
+    "SharedMemoryFileSystem": "shmstore._fs",
+    "open_store": "shmstore._urls",
+    "persist": "shmstore._dask",
 }
 
 __all__ = [
     "ForeignEntryError",
+    "SharedMemoryFileSystem",
     "SharedMemoryFullError",
     "SharedMemoryStore",
     "__version__",
+    "open_store",
+    "persist",
     "scoped",
 ]
 
 if TYPE_CHECKING:
+    from shmstore._dask import persist
     from shmstore._errors import ForeignEntryError, SharedMemoryFullError
+    from shmstore._fs import SharedMemoryFileSystem
     from shmstore._store import SharedMemoryStore, scoped
+    from shmstore._urls import open_store
 
 
 def __getattr__(name: str) -> Any:

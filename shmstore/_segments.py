@@ -506,6 +506,19 @@ class Namespace:
         """Whether *key* holds a value."""
         return self.size(key) is not None
 
+    def lstat(self, key: str) -> os.stat_result | None:
+        """Return the status of *key* if it is a value or a directory of keys, else ``None``.
+
+        Never follows a symbolic link; anything but a regular file or a
+        directory counts as missing.
+        """
+        check_key(key)
+        try:
+            st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) else None
+
     # ----------------------------------------------------------------- writes
     def write(self, key: str, data: Any, *, exclusive: bool = False) -> bool:
         """Atomically set *key* to *data* (any C-contiguous buffer).

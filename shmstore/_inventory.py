@@ -24,6 +24,7 @@ writer's files are not kept forever because its pid came round again.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import os
 import pwd
@@ -306,10 +307,23 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         dfd = os.open(path, _O_DIR)
     except FileNotFoundError:
         raise FileNotFoundError(
-            2, f"no namespace {name!r} in {root}; see `shmstore ls`", path
+            errno.ENOENT, f"no namespace {name!r} in {root}; see `shmstore ls`", path
         ) from None
-    except (NotADirectoryError, OSError) as e:
-        raise ForeignEntryError(path, f"not a directory ({e.strerror})") from None
+    except PermissionError:
+        raise PermissionError(
+            errno.EACCES,
+            f"cannot read namespace {name!r} in {root}: it belongs to another user",
+            path,
+        ) from None
+    except OSError as e:
+        # O_NOFOLLOW: a symlink fails (ENOTDIR or ELOOP) and is never followed.
+        if os.path.islink(path):
+            what = "a symbolic link"
+        elif e.errno == errno.ENOTDIR:
+            what = "a file, not a namespace"
+        else:
+            what = f"cannot be opened: {e.strerror}"
+        raise ForeignEntryError(path, what) from None
     try:
         meta = _read_meta(dfd, path)
         st = os.fstat(dfd)

@@ -103,20 +103,57 @@ def _console() -> Console:
     from rich.console import Console
 
     out = sys.stdout
-    # Pipes get wide, colourless tables: a name is never wrapped mid-way.
-    width = None if out.isatty() else int(os.environ.get("COLUMNS", "200"))
+    # Pipes get the whole table, uncoloured: nothing is cut or wrapped.
+    width = None if out.isatty() else 1000
     return Console(file=out, width=width, highlight=False, soft_wrap=False)
 
 
-def _table(*columns: str, right: Iterable[str] = ()) -> Any:
+def _print_table(
+    console: Console,
+    columns: list[str],
+    rows: list[list[str]],
+    *,
+    right: Iterable[str] = (),
+    optional: Iterable[str] = (),
+    footer: list[str] | None = None,
+) -> None:
+    """Print *rows* under *columns* as a table.
+
+    On a terminal too narrow for every column, the *optional* ones are dropped
+    (in that order) rather than names or numbers being cut short.
+    """
     from rich import box
+    from rich.markup import escape
+    from rich.measure import Measurement
     from rich.table import Table
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     right = set(right)
-    for col in columns:
-        table.add_column(col, justify="right" if col in right else "left", no_wrap=True)
-    return table
+
+    def build(shown: list[str]) -> Table:
+        table = Table(box=box.SIMPLE, pad_edge=False, show_edge=False, show_footer=bool(footer))
+        idx = [columns.index(c) for c in shown]
+        for c, i in zip(shown, idx, strict=True):
+            table.add_column(
+                c,
+                footer=escape(footer[i]) if footer else "",
+                justify="right" if c in right else "left",
+                # Only the first column (names, paths) may fold onto more lines.
+                no_wrap=c != shown[0],
+                overflow="fold",
+            )
+        for r in rows:
+            table.add_row(*(escape(r[i]) for i in idx))
+        return table
+
+    shown = list(columns)
+    table = build(shown)
+    unlimited = console.options.update(width=1 << 20)
+    for col in optional:
+        if Measurement.get(console, unlimited, table).maximum <= console.width:
+            break
+        shown.remove(col)
+        table = build(shown)
+    console.print(table)
 
 
 def _emit_json(obj: Any) -> None:
@@ -266,21 +303,8 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
         what = f" matching {pattern!r}" if pattern else ""
         console.print(f"no namespaces or named arrays{what} in {root}")
         return
-    table = _table(
-        "NAME",
-        "KIND",
-        "SHM",
-        "SPILLED",
-        "KEYS",
-        "CHUNKS",
-        "OWNER",
-        "PID",
-        "CREATED",
-        "MODIFIED",
-        right=("SHM", "SPILLED", "KEYS", "CHUNKS"),
-    )
-    for r in records:
-        table.add_row(
+    rows = [
+        [
             r["name"],
             r["kind"] + (" (scoped)" if r.get("scoped") else ""),
             _size(r["shm_bytes"]),
@@ -291,8 +315,16 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
             _pid(r["pid"], r["pid_alive"]),
             _local(r["_created"]),
             _local(r["_modified"]),
-        )
-    console.print(table)
+        ]
+        for r in records
+    ]
+    _print_table(
+        console,
+        ["NAME", "KIND", "SHM", "SPILLED", "KEYS", "CHUNKS", "OWNER", "PID", "CREATED", "MODIFIED"],
+        rows,
+        right=("SHM", "SPILLED", "KEYS", "CHUNKS"),
+        optional=("MODIFIED", "CREATED", "OWNER", "CHUNKS", "KEYS", "SPILLED"),
+    )
 
 
 @main.command("du")
@@ -343,29 +375,30 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
         return
     console = _console()
     if rows:
-        table = _table(
-            "NAME",
-            "KIND",
-            "SHARED MEMORY",
-            "SPILL TIER",
-            "TOTAL",
-            "SPILL LOCATION",
-            right=("SHARED MEMORY", "SPILL TIER", "TOTAL"),
-        )
-        for row in rows:
-            table.add_row(
+        columns = ["NAME", "KIND", "SHARED MEMORY", "SPILL TIER", "TOTAL", "SPILL LOCATION"]
+        table = [
+            [
                 row["name"],
                 row["kind"],
                 _size(row["shm_bytes"]),
                 _size(row["spilled_bytes"]),
                 _size(row["total_bytes"]),
                 row["spill"] or "-",
-            )
-        table.add_section()
-        table.add_row(
-            "total", "", _size(total_shm), _size(total_spill), _size(total_shm + total_spill), ""
+            ]
+            for row in rows
+        ]
+        total = ["total", "", _size(total_shm), _size(total_spill)]
+        total += [_size(total_shm + total_spill), ""]
+        if not any(row["spill"] for row in rows):
+            columns, table, total = columns[:-1], [t[:-1] for t in table], total[:-1]
+        _print_table(
+            console,
+            columns,
+            table,
+            right=("SHARED MEMORY", "SPILL TIER", "TOTAL"),
+            optional=("SPILL LOCATION", "KIND"),
+            footer=total,
         )
-        console.print(table)
     else:
         console.print(f"no namespaces or named arrays in {root}")
     pct = 100 * fs.used / fs.size if fs.size else 0.0
@@ -625,10 +658,12 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
     if not done:
         console.print(f"nothing to reclaim in {root}")
         return
-    table = _table("KIND", "PATH", "PID", "SIZE", right=("PID", "SIZE"))
-    for d in done:
-        table.add_row(d["kind"], d["path"], str(d["pid"]), _human(d["nbytes"]))
-    console.print(table)
+    _print_table(
+        console,
+        ["KIND", "PATH", "PID", "SIZE"],
+        [[d["kind"], d["path"], str(d["pid"]), _human(d["nbytes"])] for d in done],
+        right=("PID", "SIZE"),
+    )
     verb = "would reclaim" if dry_run else "reclaimed"
     console.print(f"{verb} {_plural(len(done), 'entry', 'entries')}, {_human(freed)}")
 

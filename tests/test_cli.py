@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -621,3 +622,20 @@ def test_installed_entry_point(shm_root: Path) -> None:
         [str(script), "rm", "-y", "climate"], capture_output=True, text=True, env=env, timeout=120
     )
     assert proc.returncode == 0 and "removed namespace climate" in proc.stdout
+
+
+def test_tables_fit_narrow_terminals() -> None:
+    from rich.console import Console
+
+    from shmstore._cli import _print_table
+
+    columns = ["NAME", "SIZE", "OWNER", "CREATED"]
+    rows = [["a-long-namespace-name", "13.7 MiB", "someone", "2026-01-01 00:00:00"]]
+    wide, narrow = io.StringIO(), io.StringIO()
+    for buf, width in ((wide, 200), (narrow, 40)):
+        _print_table(Console(file=buf, width=width), columns, rows, optional=("CREATED", "OWNER"))
+    assert "CREATED" in wide.getvalue() and "OWNER" in wide.getvalue()
+    out = narrow.getvalue()
+    assert "CREATED" not in out and "OWNER" not in out
+    assert "a-long-namespace-name" in out and "13.7 MiB" in out
+    assert max(len(line) for line in out.splitlines()) <= 40

@@ -1,0 +1,267 @@
+"""Dask on shm:// arrays: threads, processes (spawn) and a real LocalCluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import cloudpickle
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from conftest import _BASE, run_python
+
+import shmstore
+from shmstore import SharedMemoryFileSystem
+
+distributed = pytest.importorskip("distributed")
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+# Functions of this module run inside spawned worker processes, where the test
+# module is not importable: ship them by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def _data(shape: tuple[int, ...] = (400, 300), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype="f8")
+
+
+def _write(url: str, data: np.ndarray, chunks: tuple[int, ...] = (100, 100)) -> zarr.Array:
+    z = zarr.create_array(url, shape=data.shape, chunks=chunks, dtype=data.dtype)
+    z[:] = data
+    return z
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[distributed.Client]:
+    """One LocalCluster of 2 worker processes for the whole module (2 cores here).
+
+    The workers get their own ``$SHMSTORE_ROOT``; every test passes its own
+    root along with the stores and filesystems it ships, which is what travels
+    in a pickle (the resolved root, never the environment's).
+    """
+    root = Path(_BASE) / f"shmstore-test-cluster-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    root.mkdir(mode=0o700)
+    old = os.environ.get("SHMSTORE_ROOT")
+    os.environ["SHMSTORE_ROOT"] = str(root)
+    try:
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    finally:
+        if old is None:
+            del os.environ["SHMSTORE_ROOT"]
+        else:
+            os.environ["SHMSTORE_ROOT"] = old
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ threads
+
+
+def test_from_zarr_and_to_zarr_urls_threads(shm_root: Path) -> None:
+    data = _data()
+    _write("shm://thr/t", data)
+    x = da.from_zarr("shm://thr/t")
+    assert x.chunks == ((100,) * 4, (100,) * 3)
+    with dask.config.set(scheduler="threads"):
+        assert np.allclose(x.mean().compute(), data.mean())
+        (x * 2).to_zarr("shm://thr/u")
+        assert np.array_equal(da.from_zarr("shm://thr/u").compute(), data * 2)
+        # da.store into an array created through the direct store
+        store = shmstore.open_store("shm://thr")
+        z = zarr.create_array(store, name="v", shape=data.shape, chunks=(50, 50), dtype="f8")
+        da.store(x + 1, z, lock=False)
+    assert np.array_equal(zarr.open_array("shm://thr/v")[:], data + 1)
+
+
+def test_unknown_namespace_names_it(shm_root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        da.from_zarr("shm://nowhere/t")
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        shmstore.open_store("shm://nowhere", read_only=True)
+    assert SharedMemoryFileSystem().ls("") == []
+
+
+def test_graph_carries_names_not_bytes(shm_root: Path) -> None:
+    small = shmstore.persist(da.zeros((64, 64), chunks=32), "shm://g/small")
+    big = shmstore.persist(da.zeros((2048, 2048), chunks=512), "shm://g/big")  # 32 MiB
+    for y in (da.from_zarr("shm://g/big"), big):
+        graph = dict(y.__dask_graph__())
+        assert len(cloudpickle.dumps(graph)) < 64 * 1024
+    # the graph of a 32 MiB array pickles as small as that of a 32 KiB one
+    sizes = [len(cloudpickle.dumps(dict(y.sum().__dask_graph__()))) for y in (small, big)]
+    assert sizes[1] < sizes[0] + 16 * 1024
+    # and the zarr array inside it pickles by name
+    z = zarr.open_array("shm://g/big")
+    assert len(pickle.dumps(z)) < 16 * 1024
+    assert len(pickle.dumps(shmstore.open_store("shm://g"))) < 1024
+
+
+# ------------------------------------------------------------------ persist
+
+
+def test_persist(shm_root: Path) -> None:
+    data = _data((300, 200))
+    x = da.from_array(data, chunks=((100, 150, 50), (200,)))  # irregular: rechunked
+    y = shmstore.persist(x, "shm://per/x")
+    assert y.chunks == ((150, 150), (200,))
+    assert y.name.startswith("shm-persist-")
+    assert np.array_equal(y.compute(scheduler="threads"), data)
+    z = zarr.open_array("shm://per/x")
+    assert z.compressors == ()  # raw chunks: reads map the segments
+    with pytest.raises(ValueError, match="'x'"):  # zarr's ContainsArrayError
+        shmstore.persist(x, "shm://per/x")
+    y2 = shmstore.persist(data[:10], "shm://per/x", overwrite=True, chunks=(5, 200))
+    assert y2.chunks == ((5, 5), (200,))
+    assert np.array_equal(y2.compute(), data[:10])
+    root_array = shmstore.persist(np.arange(10), "shm://per-root")
+    assert zarr.open_array("shm://per-root").shape == (10,)
+    assert root_array.sum().compute() == 45
+    # an unrelated process reads it by name
+    code = "import dask.array as da; print(da.from_zarr('shm://per/x').sum().compute())"
+    assert float(run_python(code).stdout) == pytest.approx(data[:10].sum())
+
+
+# ---------------------------------------------------------------- processes
+
+
+def test_processes_scheduler_spawn(shm_root: Path) -> None:
+    data = _data()
+    _write("shm://proc/t", data)
+    x = da.from_zarr("shm://proc/t")
+    with dask.config.set({"scheduler": "processes", "multiprocessing.context": "spawn"}):
+        total = (x.sum(axis=0) + x.max(axis=0)).compute(num_workers=2)
+        np.testing.assert_allclose(total, data.sum(axis=0) + data.max(axis=0))
+        # writes from spawned processes land in the same namespace
+        da.store(
+            x * 3,
+            zarr.create_array(
+                shmstore.open_store("shm://proc"),
+                name="u",
+                shape=data.shape,
+                chunks=(100, 100),
+                dtype="f8",
+            ),
+            lock=False,
+            num_workers=2,
+        )
+    assert np.array_equal(zarr.open_array("shm://proc/u")[:], data * 3)
+
+
+# -------------------------------------------------------------- distributed
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _pipe(root: str, path: str, value: bytes) -> int:
+    SharedMemoryFileSystem(root=root).pipe_file(path, value)
+    return os.getpid()
+
+
+def _cat(root: str, path: str) -> tuple[int, bytes]:
+    return os.getpid(), SharedMemoryFileSystem(root=root).cat_file(path)
+
+
+def _fill_region(url: str, root: str, row: int, value: float) -> int:
+    z = zarr.open_array(url, mode="r+", storage_options={"root": root})
+    z[row] = value
+    return os.getpid()
+
+
+def _read_row(url: str, root: str, row: int) -> tuple[int, list[float]]:
+    z = zarr.open_array(url, mode="r", storage_options={"root": root})
+    return os.getpid(), z[row].tolist()
+
+
+def test_cluster_reductions_equal_numpy(client: distributed.Client, shm_root: Path) -> None:
+    data = _data((600, 400))
+    _write("shm://cl/t", data, chunks=(150, 100))
+    x = da.from_zarr("shm://cl/t")
+    mean, std, colmax = dask.compute(x.mean(), x.std(), x.max(axis=0))
+    assert np.allclose(mean, data.mean())
+    assert np.allclose(std, data.std())
+    assert np.array_equal(colmax, data.max(axis=0))
+    # both workers took part, each reading by name
+    assert len(set(client.run(_pid).values())) == 2
+
+
+def test_cluster_to_zarr_store_and_persist(client: distributed.Client, shm_root: Path) -> None:
+    data = _data((400, 400), seed=1)
+    x = da.from_array(data, chunks=100)
+    (x + 1).to_zarr("shm://clw/plus")
+    assert np.array_equal(zarr.open_array("shm://clw/plus")[:], data + 1)
+    z = zarr.create_array(
+        shmstore.open_store("shm://clw"),
+        name="neg",
+        shape=data.shape,
+        chunks=(100, 100),
+        dtype="f8",
+    )
+    da.store(-x, z, lock=False)
+    assert np.array_equal(zarr.open_array("shm://clw/neg")[:], -data)
+    y = shmstore.persist(da.from_zarr("shm://clw/plus") * 2, "shm://clw/twice")
+    assert np.allclose(y.sum().compute(), (2 * (data + 1)).sum())
+    # an unrelated process sees what the workers wrote
+    code = "import zarr; print(zarr.open_array('shm://clw/twice')[:].sum())"
+    assert float(run_python(code).stdout) == pytest.approx((2 * (data + 1)).sum())
+
+
+def test_worker_write_visible_to_other_worker_and_client(
+    client: distributed.Client, shm_root: Path
+) -> None:
+    a, b = sorted(client.scheduler_info()["workers"])
+    root = str(shm_root)
+    pid_a = client.submit(_pipe, root, "vis/k", b"from worker a", workers=[a], pure=False).result()
+    pid_b, got = client.submit(_cat, root, "vis/k", workers=[b], pure=False).result()
+    assert pid_a != pid_b and got == b"from worker a"
+    assert SharedMemoryFileSystem().cat_file("vis/k") == b"from worker a"
+    # the same through a zarr array opened by URL in each worker
+    zarr.create_array("shm://vis/z", shape=(4, 8), chunks=(1, 8), dtype="f8", fill_value=0)
+    client.submit(_fill_region, "shm://vis/z", root, 2, 7.5, workers=[a], pure=False).result()
+    pid_b, row = client.submit(_read_row, "shm://vis/z", root, 2, workers=[b], pure=False).result()
+    assert row == [7.5] * 8
+    assert zarr.open_array("shm://vis/z")[2].tolist() == [7.5] * 8
+
+
+def test_cluster_unknown_namespace(client: distributed.Client, shm_root: Path) -> None:
+    root = str(shm_root)
+    fut = client.submit(_cat, root, "nowhere/k", pure=False)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        fut.result()
+
+
+def test_example_dask_processes(shm_root: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "dask_processes.py"), "--size-mib", "16", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "results equal: True" in proc.stdout
+    assert "shm://" in proc.stdout and "scattered" in proc.stdout
+    assert list(shm_root.iterdir()) == []

@@ -212,8 +212,10 @@ def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
         "name": ns.name,
         "kind": "namespace",
         "shm_bytes": ns.usage.nbytes,
-        "spilled_bytes": None if spilled is None else spilled.nbytes,
-        "keys": ns.usage.keys + (spilled.keys if spilled else 0),
+        # Tiering mirrors zarr metadata into the spill store: count spilled chunks
+        # only, so that no key is counted twice.
+        "spilled_bytes": None if spilled is None else spilled.chunk_nbytes,
+        "keys": ns.usage.keys + (spilled.chunks if spilled else 0),
         "chunks": ns.usage.chunks + (spilled.chunks if spilled else 0),
         "owner": ns.owner,
         "uid": ns.uid,

@@ -152,7 +152,9 @@ class TreeUsage:
     chunks
         Those keys that are not zarr metadata documents.
     nbytes
-        Exact length of those keys, summed.
+        Exact length of the keys, summed.
+    chunk_nbytes
+        Exact length of the chunks, summed.
     allocated
         Memory the whole tree takes in the filesystem (``st_blocks``), the
         bookkeeping entry and writes in flight included.
@@ -163,6 +165,7 @@ class TreeUsage:
     keys: int = 0
     chunks: int = 0
     nbytes: int = 0
+    chunk_nbytes: int = 0
     allocated: int = 0
     modified: float = 0.0
 
@@ -199,6 +202,7 @@ def _walk_usage(dfd: int, usage: TreeUsage, *, top: bool) -> None:
                 usage.nbytes += est.st_size
                 if e.name not in _METADATA_KEYS:
                     usage.chunks += 1
+                    usage.chunk_nbytes += est.st_size
     finally:
         os.close(dfd)
 
@@ -270,12 +274,22 @@ class NamespaceEntry:
         return d
 
 
-def _spill_location(meta: dict[str, Any]) -> str | None:
-    """The spill tier recorded by tiering in ``meta.json``, as a path or URL."""
-    spill = meta.get("spill")
-    if isinstance(spill, dict):
-        spill = spill.get("url") or spill.get("path") or spill.get("location")
-    return spill if isinstance(spill, str) and spill else None
+def _tiering(meta: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(spill location, capacity) recorded by tiering in ``meta.json``.
+
+    Tiering records ``"tiering": {"capacity": <bytes or null>, "spill":
+    {"url": <path or URL>, "storage_options": {...}} or null}``.
+    """
+    tiering = meta.get("tiering")
+    if not isinstance(tiering, dict):
+        return None, None
+    spill = tiering.get("spill")
+    url = spill.get("url") if isinstance(spill, dict) else None
+    capacity = tiering.get("capacity")
+    return (
+        url if isinstance(url, str) and url else None,
+        capacity if isinstance(capacity, int) and not isinstance(capacity, bool) else None,
+    )
 
 
 def _spill_usage(location: str) -> TreeUsage | None:
@@ -333,8 +347,7 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
     pid = meta.get("pid") if isinstance(meta.get("pid"), int) else None
     host = meta.get("host") if isinstance(meta.get("host"), str) else None
     created = meta.get("created") if isinstance(meta.get("created"), int | float) else None
-    spill = _spill_location(meta)
-    capacity = meta.get("capacity") if isinstance(meta.get("capacity"), int) else None
+    spill, capacity = _tiering(meta)
     return NamespaceEntry(
         name=name,
         path=path,

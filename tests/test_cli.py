@@ -164,6 +164,39 @@ def test_du(shm_root: Path) -> None:
         assert payload["warnings"] == []
 
 
+def tiering_available() -> bool:
+    import inspect
+
+    return "spill" in inspect.signature(shmstore.SharedMemoryStore).parameters
+
+
+@pytest.mark.skipif(not tiering_available(), reason="tiering (capacity/spill) not available")
+def test_ls_du_info_of_a_tiered_namespace(shm_root: Path, tmp_path: Path) -> None:
+    spill = tmp_path / "spill.zarr"
+    store = shmstore.SharedMemoryStore("tiered", capacity="64 KiB", spill=str(spill))
+    z = zarr.create_array(
+        store, name="x", shape=(10, 4096), chunks=(1, 4096), dtype="f4", compressors=None
+    )
+    z[:] = 1.0  # ten 16 KiB chunks: a few fit under 64 KiB, the rest spill
+    (entry,) = js("ls")["entries"]
+    assert entry["capacity"] == 64 << 10
+    assert entry["spill"] == str(spill)
+    assert entry["chunks"] == 10 and entry["keys"] == 12  # + zarr.json of root and x
+    assert 0 < entry["spilled_bytes"] < 10 * 16384
+    assert entry["shm_bytes"] <= (64 << 10) + 4096  # chunks under capacity + metadata
+    assert entry["spilled_bytes"] + entry["shm_bytes"] >= 10 * 16384
+    (row,) = js("du")["entries"]
+    assert row["spilled_bytes"] >= entry["spilled_bytes"]
+    assert row["total_bytes"] == row["shm_bytes"] + row["spilled_bytes"]
+    assert row["spill"] == str(spill)
+    out = ok("du").stdout
+    assert "SPILL LOCATION" in out and str(spill) in out
+    out = ok("info", "tiered").stdout
+    assert f"spilled to {spill}" in out and "capacity 64.0 KiB" in out
+    nodes = {n["path"]: n for n in js("info", "tiered")["nodes"]}
+    assert nodes["x"]["shape"] == [10, 4096]
+
+
 def test_du_names_and_globs(shm_root: Path) -> None:
     for name in ("a1", "a2", "b"):
         shmstore.SharedMemoryStore(name)

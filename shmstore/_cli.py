@@ -618,13 +618,22 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
         except FileNotFoundError:
             continue  # deleted meanwhile by someone else: the goal is reached
         removed.append(
-            {"name": r["name"], "kind": r["kind"], "shm_bytes": r["shm_bytes"], "path": r["path"]}
+            {
+                "name": r["name"],
+                "kind": r["kind"],
+                "shm_bytes": r["shm_bytes"],
+                "path": r["path"],
+                "spill": r.get("spill"),
+            }
         )
     if as_json:
         _emit_json({"root": root, "removed": removed})
         return
     for r in removed:
         click.echo(f"removed {r['kind']} {r['name']} ({_size(r['shm_bytes'])})")
+        if r["spill"]:
+            # Disk data the user pointed the namespace at is never deleted for them.
+            click.echo(f"  its spill tier {r['spill']} was kept; delete it yourself if unneeded")
 
 
 def _delete(root: str, record: dict[str, Any]) -> None:

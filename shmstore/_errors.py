@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["ForeignEntryError", "SharedMemoryFullError"]
+__all__ = ["CapacityExceededError", "ForeignEntryError", "SharedMemoryFullError"]
 
 
 def _human(n: int) -> str:
@@ -56,6 +56,39 @@ class SharedMemoryFullError(OSError):
 
     def __reduce__(self) -> tuple[type, tuple[str, int, int, str]]:
         return (type(self), (self.namespace, self.requested, self.available, self.where))
+
+
+class CapacityExceededError(SharedMemoryFullError):
+    """A write would take a namespace's shared-memory tier past its capacity.
+
+    Raised only by namespaces with a ``capacity=`` and no spill tier (with one,
+    the write spills instead). A :class:`SharedMemoryFullError`, so ``ENOSPC``.
+
+    Parameters
+    ----------
+    namespace
+        The namespace being written.
+    requested
+        Bytes the write asked for.
+    available
+        Bytes left under the capacity.
+    capacity
+        The namespace's capacity in bytes.
+    """
+
+    def __init__(self, namespace: str, requested: int, available: int, capacity: int) -> None:
+        self.capacity = capacity
+        super().__init__(namespace, requested, available, f"capacity of {namespace!r}")
+
+    def __str__(self) -> str:
+        return (
+            f"namespace {self.namespace!r} is at its capacity of {_human(self.capacity)}: "
+            f"asked for {_human(self.requested)}, {_human(self.available)} left. Give it a "
+            "spill tier (spill=...), raise its capacity (capacity=...), or delete keys."
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int, int]]:  # type: ignore[override]
+        return (type(self), (self.namespace, self.requested, self.available, self.capacity))
 
 
 class ForeignEntryError(FileExistsError):

@@ -39,6 +39,7 @@ import logging
 import mmap
 import os
 import random
+import re
 import shutil
 import socket
 import stat
@@ -85,6 +86,53 @@ _MAP_FLAGS = mmap.MAP_SHARED
 _MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 _fallback_warned = False
+#: Filesystems that keep files in RAM; a root on anything else is file-backed.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+_roots_checked: set[str] = set()
+
+
+def filesystem_type(path: str) -> str | None:
+    """Return the type of the filesystem holding *path* (``"tmpfs"``, ``"ext4"``...).
+
+    Read from ``/proc/self/mountinfo`` (the mount with the longest matching
+    mount point, the last one where mounts are stacked); ``None`` where that
+    file does not exist (not Linux).
+    """
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    path = os.path.realpath(path)
+    best, fstype = -1, None
+    for line in lines:
+        fields, sep, rest = line.partition(" - ")
+        parts = fields.split()
+        if not sep or len(parts) < 5 or not rest:
+            continue
+        # Mount points escape space, tab, newline and backslash as octal (\040).
+        mnt = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= best:
+            best, fstype = len(mnt), rest.split()[0]
+    return fstype
+
+
+def _check_memory_backed(root: str) -> str:
+    """Warn once per root and process when *root* is not on a tmpfs; return it."""
+    if root not in _roots_checked:
+        _roots_checked.add(root)
+        fstype = filesystem_type(root)
+        if fstype is not None and fstype not in MEMORY_FILESYSTEMS:
+            warnings.warn(
+                f"shmstore root {root} is on a filesystem of type {fstype}, not tmpfs: its "
+                "namespaces are file-backed (same API and layout, but values go through "
+                "the page cache to disk). Set SHMSTORE_ROOT or root= to a tmpfs such as "
+                "/dev/shm for shared memory.",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+    return root
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
@@ -108,8 +156,9 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
         root = os.environ.get(ENV_ROOT) or None
     if root is None:
         if os.path.isdir(DEFAULT_ROOT):
-            return DEFAULT_ROOT
+            return _check_memory_backed(DEFAULT_ROOT)
         root = os.path.join(tempfile.gettempdir(), f"shmstore-{os.geteuid()}")
+        _roots_checked.add(root)  # warned about just below
         if not _fallback_warned:
             _fallback_warned = True
             warnings.warn(
@@ -121,7 +170,7 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
     path = os.path.abspath(os.fspath(root))
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
-    return path
+    return _check_memory_backed(path)
 
 
 def check_name(name: object, kind: str = "namespace") -> str:

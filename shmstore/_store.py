@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
     from zarr.core.buffer import BufferPrototype
 
+    from shmstore._tiering import Tiers
+
 __all__ = ["SharedMemoryStore", "scoped"]
 
 
@@ -63,6 +65,14 @@ class SharedMemoryStore(Store):
     mode
         Permission bits of the namespace's files when it is created (default
         ``0o600``, owner only).
+    capacity
+        Bytes the shared-memory tier may hold (an int or a string such as
+        ``"4 GiB"``); what does not fit goes to *spill*. Recorded in the
+        namespace. See docs/tiering.md.
+    spill
+        Where values that do not fit go: a directory, a URL, a ``LocalStore``
+        or an ``FsspecStore``. Recorded in the namespace, so a store opened by
+        name alone reads spilled keys too.
 
     Attributes
     ----------
@@ -83,6 +93,10 @@ class SharedMemoryStore(Store):
     supports_listing: bool = True
 
     _ns: Namespace | None
+    # Tiering (shmstore._tiering): None for plain namespaces, the common case.
+    _tiers: Tiers | None = None
+    _capacity: int | str | None = None
+    _spill: Any = None
 
     def __init__(
         self,
@@ -92,12 +106,16 @@ class SharedMemoryStore(Store):
         read_only: bool = False,
         scoped: bool = False,
         mode: int = 0o600,
+        capacity: int | str | None = None,
+        spill: Any = None,
     ) -> None:
         super().__init__(read_only=read_only)
         self.namespace = check_name(namespace)
         self.root = resolve_root(root)
         self.scoped = scoped
         self._mode = mode
+        self._capacity = capacity
+        self._spill = spill
         self._ns = None
         self._handle()  # fail early: missing (read-only), foreign or another user's
 
@@ -111,8 +129,16 @@ class SharedMemoryStore(Store):
                 mode=self._mode,
                 meta={"scoped": True} if self.scoped else None,
             )
+            from shmstore._tiering import attach_tiers
+
+            self._tiers = attach_tiers(self, ns)
             self._ns = ns
         return ns
+
+    async def _open(self) -> None:
+        # docstring inherited
+        self._handle()  # resolves the tiering before the first async call
+        await super()._open()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
@@ -202,7 +228,8 @@ class SharedMemoryStore(Store):
         """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
         view = self._handle().read(key)
         if view is None:
-            return None
+            # A tiered namespace may hold the key in its spill tier.
+            return None if self._tiers is None else self._tiers.get_sync(key, prototype, byte_range)
         if prototype is None:
             prototype = default_buffer_prototype()
         if byte_range is not None:
@@ -217,12 +244,20 @@ class SharedMemoryStore(Store):
                 f"SharedMemoryStore.set(): value for key {key!r} must be a zarr Buffer, "
                 f"got {type(value).__name__}"
             )
-        self._handle().write(key, value.as_numpy_array())
+        ns = self._handle()
+        if self._tiers is not None:
+            self._tiers.set_sync(key, value)
+            return
+        ns.write(key, value.as_numpy_array())
 
     def delete_sync(self, key: str) -> None:
         """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""
         self._check_writable()
-        self._handle().delete(key)
+        ns = self._handle()
+        if self._tiers is not None:
+            self._tiers.delete_sync(key)
+            return
+        ns.delete(key)
 
     # ---------------------------------------------------------------- async
     # Shared-memory work is a memcpy at most: a thread hop would cost more
@@ -236,6 +271,8 @@ class SharedMemoryStore(Store):
         # docstring inherited
         if not self._is_open:
             await self._open()
+        if self._tiers is not None:
+            return await self._tiers.get(key, prototype, byte_range)
         return self.get_sync(key, prototype=prototype, byte_range=byte_range)
 
     async def get_partial_values(
@@ -244,6 +281,9 @@ class SharedMemoryStore(Store):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         # docstring inherited
+        self._handle()
+        if self._tiers is not None:
+            return [await self._tiers.get(k, prototype, r) for k, r in key_ranges]
         return [
             self.get_sync(key, prototype=prototype, byte_range=byte_range)
             for key, byte_range in key_ranges
@@ -251,12 +291,19 @@ class SharedMemoryStore(Store):
 
     async def exists(self, key: str) -> bool:
         # docstring inherited
-        return self._handle().exists(key)
+        ns = self._handle()
+        if self._tiers is not None:
+            return await self._tiers.exists(key)
+        return ns.exists(key)
 
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
         if not self._is_open:
             await self._open()
+        if self._tiers is not None:
+            self._check_writable()
+            await self._tiers.set(key, value)
+            return
         self.set_sync(key, value)
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
@@ -264,25 +311,44 @@ class SharedMemoryStore(Store):
         self._check_writable()
         if not self._is_open:
             await self._open()
-        self._handle().write(key, value.as_numpy_array(), exclusive=True)
+        ns = self._handle()
+        if self._tiers is not None:
+            await self._tiers.set_if_not_exists(key, value)
+            return
+        ns.write(key, value.as_numpy_array(), exclusive=True)
 
     async def delete(self, key: str) -> None:
         # docstring inherited
+        self._handle()
+        if self._tiers is not None:
+            self._check_writable()
+            await self._tiers.delete(key)
+            return
         self.delete_sync(key)
 
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
-        self._handle().delete_prefix(prefix)
+        ns = self._handle()
+        if self._tiers is not None:
+            await self._tiers.delete_dir(prefix)
+            return
+        ns.delete_prefix(prefix)
 
     async def clear(self) -> None:
         # docstring inherited
         self._check_writable()
-        self._handle().delete_prefix("")
+        ns = self._handle()
+        if self._tiers is not None:
+            await self._tiers.clear()
+            return
+        ns.delete_prefix("")
 
     async def getsize(self, key: str) -> int:
         # docstring inherited
         size = self._handle().size(key)
+        if size is None and self._tiers is not None:
+            return await self._tiers.getsize(key)
         if size is None:
             raise FileNotFoundError(key)
         return size
@@ -292,21 +358,38 @@ class SharedMemoryStore(Store):
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         ns = self._handle()
+        if self._tiers is not None:
+            return await self._tiers.getsize_prefix(prefix)
         return sum(ns.size(key) or 0 for key in ns.iter_keys(prefix))
 
     async def list(self) -> AsyncIterator[str]:
         # docstring inherited
-        for key in self._handle().iter_keys(""):
+        ns = self._handle()
+        if self._tiers is not None:
+            async for key in self._tiers.list_prefix(""):
+                yield key
+            return
+        for key in ns.iter_keys(""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        for key in self._handle().iter_keys(prefix):
+        ns = self._handle()
+        if self._tiers is not None:
+            async for key in self._tiers.list_prefix(prefix):
+                yield key
+            return
+        for key in ns.iter_keys(prefix):
             yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        for name in self._handle().list_dir(prefix):
+        ns = self._handle()
+        if self._tiers is not None:
+            async for name in self._tiers.list_dir(prefix):
+                yield name
+            return
+        for name in ns.list_dir(prefix):
             yield name
 
 

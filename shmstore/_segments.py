@@ -726,24 +726,44 @@ class Namespace:
             parent = parent.rpartition("/")[0]
 
     def delete_prefix(self, prefix: str) -> None:
-        """Remove every key under the directory *prefix* (``""``: all keys)."""
+        """Remove every key under the directory *prefix* (``""``: all keys).
+
+        Like zarr's ``delete_dir``, ``"a"`` removes the keys below ``a/``, not a
+        key named ``a`` itself.
+        """
         prefix = prefix.rstrip("/")
+        parent, _, base = prefix.rpartition("/")
         if prefix:
             check_key(prefix)
-            names = [prefix]
-        else:
-            with os.scandir(self._fd) as it:
-                names = [e.name for e in it if e.name != META]
-        for name in names:
-            # Move the subtree out of sight first, so no reader sees it half gone.
-            trash = f"{META}/tmp/{self._tmp_name()}"
             try:
-                os.rename(name, trash, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+                pfd = self._open_dir(parent) if parent else self._fd
             except (FileNotFoundError, NotADirectoryError):
-                continue
-            _rmtree_at(trash, self._fd)
-        if prefix:
-            self._prune(prefix.rpartition("/")[0])
+                return
+            names = [base]
+        else:
+            pfd = self._fd
+            with os.scandir(pfd) as it:
+                names = [e.name for e in it if e.name != META]
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if prefix and not stat.S_ISDIR(st.st_mode):
+                    continue
+                # Move the subtree out of sight first: no reader sees it half gone.
+                trash = f"{META}/tmp/{self._tmp_name()}"
+                try:
+                    os.rename(name, trash, src_dir_fd=pfd, dst_dir_fd=self._fd)
+                except FileNotFoundError:
+                    continue
+                _rmtree_at(trash, self._fd)
+        finally:
+            if pfd != self._fd:
+                os.close(pfd)
+        if parent:
+            self._prune(parent)
         self._cache.clear()
 
     # --------------------------------------------------------------- listing

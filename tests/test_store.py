@@ -374,3 +374,15 @@ for j in range(200):
     np.testing.assert_array_equal(z[:], expected)
     keys = sync(_collect(store.list_prefix("extra/")))
     assert len(keys) == 400
+
+
+def test_delete_dir_removes_the_subtree_only() -> None:
+    store = SharedMemoryStore("deldir")
+    for key in ("a", "a-b/c", "b/a", "x/a/1", "x/a/2/3", "x/ab"):
+        put(store, key, b"v")
+    sync(store.delete_dir("x/a"))
+    sync(store.delete_dir("a"))  # a key, not a prefix: zarr keeps it
+    keys = sorted(sync(_collect(store.list())))
+    assert keys == ["a", "a-b/c", "b/a", "x/ab"]
+    sync(store.clear())
+    assert sync(_collect(store.list())) == []

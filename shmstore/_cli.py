@@ -79,8 +79,13 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def _resolve(root: str | None) -> str:
-    """The root to work on; an explicit one must exist (no typo creates a directory)."""
+def _resolve(root: str | None, *, fs_warnings: bool = True) -> str:
+    """The root to work on; an explicit one must exist (no typo creates a directory).
+
+    The library's warnings about the root (not a tmpfs, no /dev/shm) are
+    printed as one line each, unless *fs_warnings* is false (``du`` reports
+    the filesystem itself).
+    """
     given, source = (root, "--root") if root else (os.environ.get(ENV_ROOT), ENV_ROOT)
     if given and not os.path.isdir(given):
         raise click.ClickException(
@@ -91,7 +96,8 @@ def _resolve(root: str | None) -> str:
         warnings.simplefilter("always")
         path = resolve_root(root)
     for w in caught:
-        _warn(str(w.message))
+        if fs_warnings or not issubclass(w.category, RuntimeWarning):
+            _warn(str(w.message))
     return path
 
 
@@ -340,7 +346,7 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
     shown. Sizes are what the filesystem holds (whole pages, bookkeeping and
     writes in flight included), like du(1).
     """
-    root = _resolve(root)
+    root = _resolve(root, fs_warnings=False)
     records = _select(root, names) if names else _entries(root)
     records.sort(key=lambda r: (r["name"], r["kind"]))
     fs = inventory.filesystem_usage(root)
@@ -420,7 +426,7 @@ def _fs_warnings(fs: inventory.FilesystemUsage) -> list[str]:
             "/dev/shm for a container; raise it with `docker run --shm-size=4g` "
             "(compose: `shm_size: 4gb`), or give namespaces a spill tier"
         )
-    if fs.fstype is not None and fs.fstype != "tmpfs":
+    if inventory.memory_backed(fs) is False:
         out.append(
             f"{fs.root} is on {fs.fstype}, not tmpfs: shmstore runs file-backed there "
             "(pass --root or set SHMSTORE_ROOT to a tmpfs for shared memory)"

@@ -36,10 +36,12 @@ from typing import TYPE_CHECKING, Any
 from shmstore._errors import ForeignEntryError
 from shmstore._segments import (
     _O_DIR,
+    MEMORY_FILESYSTEMS,
     META,
     TRANSIENT_PREFIX,
     _read_meta,
     _rmtree_at,
+    filesystem_type,
     pid_alive,
 )
 
@@ -57,6 +59,7 @@ __all__ = [
     "filesystem_usage",
     "find_leftovers",
     "looks_like_docker_default",
+    "memory_backed",
     "namespace_entry",
     "scan_namespaces",
     "reclaim",
@@ -641,36 +644,25 @@ class FilesystemUsage:
         return dataclasses.asdict(self)
 
 
-def _mount_of(path: str) -> tuple[str | None, str | None]:
-    """(mount point, filesystem type) of *path*, from ``/proc/self/mountinfo``."""
+def _mountpoint(path: str) -> str:
+    """The mount point of the filesystem holding *path* (where the device changes)."""
     path = os.path.realpath(path)
-    best: tuple[str | None, str | None] = (None, None)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except OSError:
-        return best
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        if len(fields) < 5 or not right:
-            continue
-        # Mount points escape spaces and the like as octal (\040).
-        mnt = fields[4].encode().decode("unicode_escape")
-        inside = path == mnt or path.startswith(mnt.rstrip("/") + "/")
-        if inside and (best[0] is None or len(mnt) >= len(best[0])):
-            best = (mnt, right.split()[0])
-    return best
+    dev = os.stat(path).st_dev
+    while path != "/":
+        parent = os.path.dirname(path)
+        if os.stat(parent).st_dev != dev:
+            break
+        path = parent
+    return path
 
 
 def filesystem_usage(root: str) -> FilesystemUsage:
     """Size, usage and type of the filesystem holding *root* (``statvfs``)."""
     st = os.statvfs(root)
-    mountpoint, fstype = _mount_of(root)
     return FilesystemUsage(
         root=root,
-        mountpoint=mountpoint,
-        fstype=fstype,
+        mountpoint=_mountpoint(root),
+        fstype=filesystem_type(root),
         size=st.f_blocks * st.f_frsize,
         used=(st.f_blocks - st.f_bfree) * st.f_frsize,
         free=st.f_bavail * st.f_frsize,
@@ -680,6 +672,11 @@ def filesystem_usage(root: str) -> FilesystemUsage:
 def looks_like_docker_default(fs: FilesystemUsage) -> bool:
     """Whether *fs* looks like the 64 MiB ``/dev/shm`` Docker gives a container."""
     return fs.fstype in (None, "tmpfs") and 0 < fs.size <= DOCKER_DEFAULT_SHM
+
+
+def memory_backed(fs: FilesystemUsage) -> bool | None:
+    """Whether *fs* keeps files in RAM (``None``: unknown, not Linux)."""
+    return None if fs.fstype is None else fs.fstype in MEMORY_FILESYSTEMS
 
 
 # ---------------------------------------------------------------- namespaces

@@ -52,7 +52,7 @@ def test_round_trip_by_url(shm_root: Path, consolidated: bool) -> None:
     back = xr.open_zarr(url, consolidated=consolidated)
     xr.testing.assert_identical(back.load(), ds)
     assert back["t"].attrs == {"units": "K"}
-    xr.testing.assert_identical(xr.open_dataset(url, engine="zarr"), ds)
+    xr.testing.assert_identical(xr.open_dataset(url, engine="zarr", consolidated=consolidated), ds)
 
 
 def test_round_trip_chunked_and_appended(shm_root: Path) -> None:

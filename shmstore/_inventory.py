@@ -713,6 +713,9 @@ def zarr_node_paths(path: str | os.PathLike[str]) -> list[str]:
 def destroy_namespace(root: str, name: str) -> None:
     """Destroy namespace *name* of *root* as ``SharedMemoryStore.destroy`` does.
 
+    Every segment of the shared-memory tier is unlinked; a spill tier is kept
+    (and never opened, so a remote one needs no credentials here).
+
     Raises
     ------
     FileNotFoundError
@@ -721,7 +724,5 @@ def destroy_namespace(root: str, name: str) -> None:
         If the entry is not a shmstore namespace.
     """
     from shmstore._segments import Namespace
-    from shmstore._store import SharedMemoryStore
 
-    Namespace.open(name, root, create=False)  # missing or foreign: raise, create nothing
-    SharedMemoryStore(name, root=root).destroy()
+    Namespace.open(name, root, create=False).destroy()

@@ -195,6 +195,10 @@ def test_ls_du_info_of_a_tiered_namespace(shm_root: Path, tmp_path: Path) -> Non
     assert f"spilled to {spill}" in out and "capacity 64.0 KiB" in out
     nodes = {n["path"]: n for n in js("info", "tiered")["nodes"]}
     assert nodes["x"]["shape"] == [10, 4096]
+    result = ok("rm", "-y", "tiered")
+    assert f"its spill tier {spill} was kept" in result.stdout
+    assert (spill / "x" / "zarr.json").exists()
+    assert js("ls")["entries"] == []
 
 
 def test_du_names_and_globs(shm_root: Path) -> None:

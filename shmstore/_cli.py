@@ -710,3 +710,86 @@ def save_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
 def load_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
     """Copy the zarr store SRC (path or URL) into the namespace DST (name or shm:// URL)."""
     _transfer("load", src, dst, root, quiet)
+
+
+def _parse_size(value: str, option: str) -> int:
+    from shmstore._tiering import parse_capacity
+
+    try:
+        size = parse_capacity(int(value) if value.isdecimal() else value)
+    except ValueError as e:
+        raise click.BadParameter(f"{value!r} is not a size (e.g. 256MiB)", param_hint=option) from e
+    if not size:
+        raise click.BadParameter("must be more than 0 bytes", param_hint=option)
+    return size
+
+
+@main.command("bench")
+@click.option("--size", default="256 MiB", show_default=True, help="Array size.")
+@click.option("--chunk", default="1 MiB", show_default=True, help="Chunk size.")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@_root_option
+@_json_option
+def bench_command(
+    size: str, chunk: str, rounds: int, quiet: bool, root: str | None, as_json: bool
+) -> None:
+    """Compare shmstore with zarr's MemoryStore and LocalStore on this machine.
+
+    Writes and reads one uncompressed array through zarr with each store, in
+    alternating rounds, and shows each store's best GiB/s and shmstore's ratio
+    to it. MemoryStore lives in one process only; shmstore's data is shared by
+    every process of the host. Everything created is removed at the end.
+    """
+    from shmstore._bench import run_bench
+
+    root = _resolve(root)
+    nbytes, chunk_bytes = _parse_size(size, "--size"), _parse_size(chunk, "--chunk")
+    show = not quiet and sys.stderr.isatty()
+    report = run_bench(
+        root,
+        nbytes=nbytes,
+        chunk_bytes=chunk_bytes,
+        rounds=rounds,
+        progress=(lambda msg: click.echo(f"\r\x1b[K{msg}", err=True, nl=False)) if show else None,
+    )
+    if show:
+        click.echo("\r\x1b[K", err=True, nl=False)
+    if as_json:
+        _emit_json(report)
+        return
+    console = _console()
+    console.print(
+        f"{_human(report['nbytes'])} array, {_human(report['chunk_bytes'])} chunks, "
+        f"uncompressed; best of {_plural(report['rounds'], 'round')} (spread: min/median/max)"
+    )
+    ratios = report["ratios"]
+
+    def spread(s: list[float]) -> str:
+        return "/".join(f"{v:.2f}" for v in s)
+
+    rows = []
+    for r in report["results"]:
+        name = r["store"]
+        vs = (
+            "-"
+            if name == "shmstore"
+            else f"{ratios[f'write vs {name}']:.2f}x / {ratios[f'read vs {name}']:.2f}x"
+        )
+        rows.append(
+            [
+                name,
+                f"{r['write_gibs']:.2f}",
+                f"{r['read_gibs']:.2f}",
+                spread(r["write_spread"]),
+                spread(r["read_spread"]),
+                vs,
+            ]
+        )
+    _print_table(
+        console,
+        ["STORE", "WRITE GiB/s", "READ GiB/s", "WRITE SPREAD", "READ SPREAD", "SHMSTORE W/R"],
+        rows,
+        right=("WRITE GiB/s", "READ GiB/s", "SHMSTORE W/R"),
+        optional=("WRITE SPREAD", "READ SPREAD"),
+    )

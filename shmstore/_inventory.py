@@ -558,8 +558,9 @@ def find_leftovers(root: str) -> list[Leftover]:
         for name in names:
             if name.startswith(TRANSIENT_PREFIX):
                 # .shmstore-<kind>.<pid>.<random>: see _segments._transient_name
+                # (and the scratch directory of `shmstore bench`)
                 parts = name[len(TRANSIENT_PREFIX) :].split(".")
-                if len(parts) != 3 or parts[0] not in ("new", "trash"):
+                if len(parts) != 3 or parts[0] not in ("new", "trash", "bench"):
                     continue
                 pid = int(parts[1]) if parts[1].isdecimal() else None
                 blocks = _entry_blocks(rfd, name)

@@ -539,17 +539,18 @@ def test_gc_transient_root_entries(shm_root: Path) -> None:
     dead = dead_pid()
     new_dead = shm_root / f".shmstore-new.{dead}.0123456789ab"
     trash_dead = shm_root / f".shmstore-trash.{dead}.0123456789ab"
+    bench_dead = shm_root / f".shmstore-bench.{dead}.k2j4_x9q"  # a killed `shmstore bench`
     new_live = shm_root / f".shmstore-new.{os.getpid()}.0123456789ab"
     foreign = shm_root / ".shmstore-something-else"
-    for d in (new_dead, trash_dead, new_live, foreign):
+    for d in (new_dead, trash_dead, bench_dead, new_live, foreign):
         (d / ".shmstore").mkdir(parents=True)
     (trash_dead / "chunk").write_bytes(b"z" * 10_000)
     payload = js("gc")
     assert sorted(lo["path"] for lo in payload["reclaimed"]) == sorted(
-        [str(new_dead), str(trash_dead)]
+        [str(new_dead), str(trash_dead), str(bench_dead)]
     )
     assert {lo["kind"] for lo in payload["reclaimed"]} == {"transient"}
-    assert not new_dead.exists() and not trash_dead.exists()
+    assert not new_dead.exists() and not trash_dead.exists() and not bench_dead.exists()
     assert new_live.exists() and foreign.exists()
 
 
@@ -616,10 +617,30 @@ def test_save_load_not_available_yet(shm_root: Path, command: str, tmp_path: Pat
     assert f"shmstore.{command}()" in msg
 
 
+# -------------------------------------------------------------------- bench
+def test_bench(shm_root: Path) -> None:
+    from shmstore._bench import STORES
+
+    payload = js("bench", "--size", "256KiB", "--chunk", "64KiB", "--rounds", "2", "-q")
+    assert payload["nbytes"] == 256 << 10 and payload["chunk_bytes"] == 64 << 10
+    assert [r["store"] for r in payload["results"]] == list(STORES)
+    for r in payload["results"]:
+        assert r["read_gibs"] > 0 and r["write_gibs"] > 0
+        assert r["read_spread"][0] <= r["read_spread"][1] <= r["read_spread"][2]
+    assert set(payload["ratios"]) == {
+        f"{op} vs {name}" for name in STORES[1:] for op in ("write", "read")
+    }
+    out = ok("bench", "--size", "128KiB", "--chunk", "64KiB", "--rounds", "1").stdout
+    assert "local-disk" in out and "GiB/s" in out
+    assert list(shm_root.iterdir()) == []  # everything it made is gone
+    result = cli("bench", "--size", "lots")
+    assert result.exit_code == 2 and "--size" in result.stderr
+
+
 # -------------------------------------------------------------------- misc
 def test_help_and_version() -> None:
     out = ok("--help").stdout
-    for command in ("ls", "du", "info", "rm", "gc", "save", "load"):
+    for command in ("ls", "du", "info", "rm", "gc", "save", "load", "bench"):
         assert command in out
         sub = ok(command, "--help").stdout
         assert "--root" in sub

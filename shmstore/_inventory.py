@@ -71,6 +71,10 @@ __all__ = [
 DOCKER_DEFAULT_SHM = 64 << 20
 #: Keys of zarr metadata documents (not chunks) in v3 and v2 layouts.
 _METADATA_KEYS = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata"})
+#: Transient root entries (``.shmstore-<kind>.<pid>.<random>``): a namespace
+#: being created or destroyed, a named array being created, the scratch
+#: directory of ``shmstore bench``. Entries of other kinds are left alone.
+_TRANSIENT_KINDS = frozenset({"new", "trash", "array", "bench"})
 #: A process that started this long after a leftover last changed cannot have
 #: made it: its pid was reused (``/proc`` start times have a 1 s resolution).
 _REUSE_MARGIN_S = 2.0
@@ -558,9 +562,8 @@ def find_leftovers(root: str) -> list[Leftover]:
         for name in names:
             if name.startswith(TRANSIENT_PREFIX):
                 # .shmstore-<kind>.<pid>.<random>: see _segments._transient_name
-                # (and the scratch directory of `shmstore bench`)
                 parts = name[len(TRANSIENT_PREFIX) :].split(".")
-                if len(parts) != 3 or parts[0] not in ("new", "trash", "bench"):
+                if len(parts) != 3 or parts[0] not in _TRANSIENT_KINDS:
                     continue
                 pid = int(parts[1]) if parts[1].isdecimal() else None
                 blocks = _entry_blocks(rfd, name)

@@ -540,17 +540,20 @@ def test_gc_transient_root_entries(shm_root: Path) -> None:
     new_dead = shm_root / f".shmstore-new.{dead}.0123456789ab"
     trash_dead = shm_root / f".shmstore-trash.{dead}.0123456789ab"
     bench_dead = shm_root / f".shmstore-bench.{dead}.k2j4_x9q"  # a killed `shmstore bench`
+    array_dead = shm_root / f".shmstore-array.{dead}.0123456789ab"  # a create cut short
     new_live = shm_root / f".shmstore-new.{os.getpid()}.0123456789ab"
     foreign = shm_root / ".shmstore-something-else"
     for d in (new_dead, trash_dead, bench_dead, new_live, foreign):
         (d / ".shmstore").mkdir(parents=True)
+    array_dead.write_bytes(b"\0" * 8192)
     (trash_dead / "chunk").write_bytes(b"z" * 10_000)
     payload = js("gc")
     assert sorted(lo["path"] for lo in payload["reclaimed"]) == sorted(
-        [str(new_dead), str(trash_dead), str(bench_dead)]
+        [str(new_dead), str(trash_dead), str(bench_dead), str(array_dead)]
     )
     assert {lo["kind"] for lo in payload["reclaimed"]} == {"transient"}
-    assert not new_dead.exists() and not trash_dead.exists() and not bench_dead.exists()
+    for d in (new_dead, trash_dead, bench_dead, array_dead):
+        assert not d.exists()
     assert new_live.exists() and foreign.exists()
 
 

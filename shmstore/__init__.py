@@ -17,6 +17,7 @@ _LAZY = {
     "SharedMemoryStore": "shmstore._store",
     "scoped": "shmstore._store",
     "SharedMemoryFullError": "shmstore._errors",
+    "CapacityExceededError": "shmstore._errors",
     "ForeignEntryError": "shmstore._errors",
     "SharedMemoryFileSystem": "shmstore._fs",
     "open_store": "shmstore._urls",
@@ -24,6 +25,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CapacityExceededError",
     "ForeignEntryError",
     "SharedMemoryFileSystem",
     "SharedMemoryFullError",
@@ -36,7 +38,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from shmstore._dask import persist
-    from shmstore._errors import ForeignEntryError, SharedMemoryFullError
+    from shmstore._errors import CapacityExceededError, ForeignEntryError, SharedMemoryFullError
     from shmstore._fs import SharedMemoryFileSystem
     from shmstore._store import SharedMemoryStore, scoped
     from shmstore._urls import open_store

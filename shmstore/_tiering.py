@@ -99,8 +99,9 @@ def is_metadata_key(key: str) -> bool:
 def parse_capacity(value: int | str | None) -> int | None:
     """Return a capacity in bytes from an int or a human string such as ``"4 GiB"``.
 
-    Strings are parsed by :func:`humanfriendly.parse_size`: IEC units are
-    binary (``"4 GiB"`` is 4 x 2**30), SI units decimal (``"4 GB"`` is 4e9).
+    Strings are parsed by :func:`dask.utils.parse_bytes`, the notation of Dask's
+    ``memory_limit``: IEC units are binary (``"4 GiB"`` is 4 x 2**30), SI units
+    decimal (``"4 GB"`` is 4e9), and an unknown unit is an error.
 
     Raises
     ------
@@ -117,11 +118,13 @@ def parse_capacity(value: int | str | None) -> int | None:
             f"{type(value).__name__}: {value!r}"
         )
     if isinstance(value, str):
-        from humanfriendly import InvalidSize, parse_size
+        from dask.utils import parse_bytes
 
         try:
-            value = int(parse_size(value))
-        except InvalidSize as e:
+            if not value.strip():
+                raise ValueError(value)
+            value = int(parse_bytes(value))
+        except ValueError as e:
             raise ValueError(
                 f"capacity {value!r} is not a size; pass bytes (an int) or a string "
                 "such as '4 GiB' or '512 MB'"

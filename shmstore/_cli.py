@@ -198,17 +198,19 @@ def _is_glob(name: str) -> bool:
 
 
 # ------------------------------------------------------------------- entries
-def _entries(root: str, pattern: str | None = None) -> list[dict[str, Any]]:
-    """Namespaces (and named arrays) of *root* matching *pattern*, as records.
+def _entries(root: str, pattern: str | None = None, *, report: bool = True) -> list[dict[str, Any]]:
+    """Namespaces and named arrays of *root* matching *pattern*, as records.
 
-    Entries whose bookkeeping is corrupt are reported on stderr, never listed
-    as if they were valid.
+    Entries whose bookkeeping or header is corrupt are never listed as if they
+    were valid; with *report* they are named on stderr (``ls``, ``du``).
     """
     namespaces, invalid = inventory.scan_namespaces(root, pattern)
-    for err in invalid:
-        _warn(str(err))
+    arrays, invalid_arrays = inventory.scan_arrays(root, pattern)
+    if report:
+        for err in (*invalid, *invalid_arrays):
+            _warn(str(err))
     records = [_namespace_record(ns) for ns in namespaces]
-    records.extend(_array_records(root, pattern))
+    records.extend(_array_record(a) for a in arrays)
     return sorted(records, key=lambda r: (r["name"], r["kind"]))
 
 
@@ -242,9 +244,34 @@ def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
     }
 
 
-def _array_records(root: str, pattern: str | None) -> list[dict[str, Any]]:
-    """Named arrays of *root* as records; empty until named arrays exist."""
-    return []
+def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "kind": "array",
+        "shm_bytes": a.nbytes,
+        "spilled_bytes": 0,
+        "keys": None,
+        "chunks": None,
+        "owner": a.owner,
+        "uid": a.uid,
+        "pid": a.pid,
+        "pid_alive": a.pid_alive,
+        "host": None,
+        "scoped": False,
+        "created": _iso(a.created),
+        "modified": _iso(max(a.modified, a.created or 0.0)),
+        "spill": None,
+        "capacity": None,
+        "path": a.path,
+        "shape": list(a.shape),
+        "dtype": a.dtype,
+        "order": a.order,
+        # for du and info
+        "_shm_allocated": a.allocated,
+        "_spill_allocated": 0,
+        "_created": a.created,
+        "_modified": max(a.modified, a.created or 0.0),
+    }
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +280,7 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
 
 def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
     """The entries named by *names* (names or globs); refuse any that matches nothing."""
-    everything = _entries(root)
+    everything = _entries(root, report=False)
     by_name = {r["name"]: r for r in everything}
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for name in names:
@@ -268,9 +295,8 @@ def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
             hits = [r for r in everything if r["name"] == name]
         else:
             # Say what it is when something is there but not ours.
-            path = os.path.join(root, name)
-            if os.path.lexists(path):
-                inventory.namespace_entry(root, name)  # raises ForeignEntryError
+            if os.path.lexists(os.path.join(root, name)):
+                inventory.explain_entry(root, name)
             raise click.ClickException(
                 f"no namespace or named array {name!r} in {root}; see `shmstore ls`"
             )
@@ -445,16 +471,18 @@ def info_command(name: str, root: str | None, as_json: bool) -> None:
     and codecs, read with zarr over a read-only SharedMemoryStore.
     """
     root = _resolve(root)
-    records = [r for r in _entries(root) if r["name"] == name]
+    records = [r for r in _entries(root, report=False) if r["name"] == name]
     if not records:
         _select(root, (name,))  # raises the right message
     record = records[0]
     if record["kind"] == "namespace":
         nodes = _zarr_nodes(root, name)
+        holders = inventory.lock_holders(record["path"])
+        lock = {"held": bool(holders), "holders": holders}
         if as_json:
-            _emit_json({**_public(record), "nodes": nodes})
+            _emit_json({**_public(record), "lock": lock, "nodes": nodes})
             return
-        _print_namespace(record, nodes)
+        _print_namespace(record, nodes, lock)
     else:
         _array_info(root, record, as_json)
 
@@ -533,7 +561,15 @@ def _jsonable(value: Any) -> Any:
     return _jsonable(item()) if callable(item) else str(value)
 
 
-def _print_namespace(record: dict[str, Any], nodes: list[dict[str, Any]]) -> None:
+def _lock_line(lock: dict[str, Any]) -> str:
+    if lock["held"]:
+        return f"  lock: held by pid {', '.join(map(str, lock['holders']))}"
+    return "  lock: free"
+
+
+def _print_namespace(
+    record: dict[str, Any], nodes: list[dict[str, Any]], lock: dict[str, Any]
+) -> None:
     from rich.markup import escape
     from rich.tree import Tree
 
@@ -552,6 +588,7 @@ def _print_namespace(record: dict[str, Any], nodes: list[dict[str, Any]]) -> Non
         + (f" to {record['spill']}" if record["spill"] else "")
         + (f", capacity {_human(record['capacity'])}" if record["capacity"] else "")
     )
+    console.print(_lock_line(lock))
     if not nodes:
         console.print("  (no zarr groups or arrays)")
         return
@@ -588,7 +625,28 @@ def _node_label(node: dict[str, Any]) -> str:
 
 
 def _array_info(root: str, record: dict[str, Any], as_json: bool) -> None:
-    raise click.ClickException("named arrays are not available in this version of shmstore")
+    holders = inventory.lock_holders(record["path"])
+    info = {
+        **_public(record),
+        "nbytes": record["shm_bytes"],
+        "allocated": record["_shm_allocated"],
+        "lock": {"held": bool(holders), "holders": holders},
+    }
+    if as_json:
+        _emit_json(info)
+        return
+    console = _console()
+    shape = " x ".join(map(str, record["shape"])) or "scalar"
+    console.print(f"named array {record['name']} in {record['path']}")
+    console.print(
+        f"  {shape} {record['dtype']} ({'Fortran' if record['order'] == 'F' else 'C'} order), "
+        f"{_human(record['shm_bytes'])} ({_human(record['_shm_allocated'])} in shared memory)"
+    )
+    console.print(
+        f"  owner {record['owner']}, created by pid {_pid(record['pid'], record['pid_alive'])}"
+        f" on {_local(record['_created'])}"
+    )
+    console.print(_lock_line(info["lock"]))
 
 
 @main.command("rm")
@@ -646,7 +704,9 @@ def _delete(root: str, record: dict[str, Any]) -> None:
     if record["kind"] == "namespace":
         inventory.destroy_namespace(root, record["name"])
     else:
-        raise click.ClickException("named arrays are not available in this version of shmstore")
+        from shmstore._arrays import delete
+
+        delete(record["name"], root=root)
 
 
 @main.command("gc")

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 __all__ = [
+    "ArrayEntry",
     "DOCKER_DEFAULT_SHM",
     "FilesystemUsage",
     "Leftover",
@@ -56,13 +57,17 @@ __all__ = [
     "TreeUsage",
     "creator_alive",
     "destroy_namespace",
+    "explain_entry",
     "filesystem_usage",
     "find_leftovers",
+    "lock_holders",
     "looks_like_docker_default",
     "memory_backed",
+    "named_arrays_available",
     "namespace_entry",
-    "scan_namespaces",
     "reclaim",
+    "scan_arrays",
+    "scan_namespaces",
     "tree_usage",
     "zarr_node_paths",
 ]
@@ -730,3 +735,173 @@ def destroy_namespace(root: str, name: str) -> None:
     from shmstore._segments import Namespace
 
     Namespace.open(name, root, create=False).destroy()
+
+
+# ------------------------------------------------------------- named arrays
+@dataclass
+class ArrayEntry:
+    """One named array of a root, as ``shmstore ls``/``du``/``info`` show it.
+
+    Attributes
+    ----------
+    name, path
+        Array name and file.
+    uid, owner
+        Owner of the file.
+    pid, pid_alive
+        Creating process as recorded in the header, and whether it still runs.
+    created, modified
+        Creation time (header) and the file's last change (writes through a
+        mapping need not update it).
+    shape, dtype, order, nbytes
+        As recorded in the header (``dtype`` as NumPy spells it).
+    allocated
+        Memory the file takes (header page included).
+    """
+
+    name: str
+    path: str
+    uid: int
+    owner: str
+    pid: int | None
+    pid_alive: bool | None
+    created: float | None
+    modified: float
+    shape: tuple[int, ...]
+    dtype: str
+    order: str
+    nbytes: int
+    allocated: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record."""
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def named_arrays_available() -> bool:
+    """Whether this shmstore has named arrays (``shmstore.create``/``list``)."""
+    try:
+        import shmstore._arrays  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def scan_arrays(
+    root: str, pattern: str | None = None
+) -> tuple[list[ArrayEntry], list[ForeignEntryError]]:
+    """Describe every named array of *root* whose name matches the glob *pattern*.
+
+    Returns
+    -------
+    arrays
+        Sorted by name (from ``shmstore.list``).
+    invalid
+        Files that carry the named-array magic but whose header is corrupt:
+        reported, never trusted (nor removed).
+    """
+    if not named_arrays_available():
+        return [], []
+    from shmstore import _segments as seg
+    from shmstore._arrays import list_arrays
+
+    found: list[ArrayEntry] = []
+    for info in list_arrays(root=root):
+        if pattern is not None and not fnmatch.fnmatchcase(info.name, pattern):
+            continue
+        try:
+            st = os.stat(info.path, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted while we looked
+        found.append(
+            ArrayEntry(
+                name=info.name,
+                path=info.path,
+                uid=st.st_uid,
+                owner=_owner(st.st_uid),
+                pid=info.pid,
+                pid_alive=creator_alive(info.pid, None, info.created),
+                created=info.created or None,
+                modified=st.st_mtime,
+                shape=tuple(info.shape),
+                dtype=str(info.dtype),
+                order=info.order,
+                nbytes=info.nbytes,
+                allocated=st.st_blocks * 512,
+            )
+        )
+    listed = {a.name for a in found}
+    invalid: list[ForeignEntryError] = []
+    for name, kind in seg.iter_root_entries(root):
+        if kind != "array" or name in listed:
+            continue
+        if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
+            continue
+        path = os.path.join(root, name)
+        try:
+            fd, st = seg.open_array_segment(root, name, read_only=True)
+        except ForeignEntryError as e:
+            invalid.append(e)
+            continue
+        except (FileNotFoundError, PermissionError):
+            continue
+        try:
+            seg.read_array_header(fd, path, st.st_size)
+        except ForeignEntryError as e:
+            invalid.append(e)
+        finally:
+            os.close(fd)
+    return found, invalid
+
+
+def lock_holders(path: str | os.PathLike[str]) -> list[int]:
+    """Pids holding a ``flock`` or ``fcntl`` lock on the file or directory *path*.
+
+    Read from ``/proc/locks`` (empty where it does not exist): nothing is
+    locked or waited on to find out, so asking never disturbs a process that
+    takes the lock.
+    """
+    try:
+        st = os.stat(path, follow_symlinks=False)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    want = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids = []
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:1b:574034 0 EOF"; waiters are "1: -> FLOCK ..."
+        fields = line.split()
+        if len(fields) < 6 or fields[1] == "->":
+            continue
+        if fields[5] == want and fields[4].isdecimal():
+            pids.append(int(fields[4]))
+    return sorted(set(pids))
+
+
+def explain_entry(root: str, name: str) -> None:
+    """Raise the error that says why the entry *name* of *root* is not listed.
+
+    For an entry that exists but is neither a valid namespace nor a valid
+    named array: a corrupt one, a symlink, another program's file.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such entry.
+    ForeignEntryError, PermissionError
+        Saying what the entry is.
+    """
+    path = os.path.join(root, name)
+    st = os.stat(path, follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode) and named_arrays_available():
+        from shmstore import _segments as seg
+
+        fd, st = seg.open_array_segment(root, name, read_only=True)
+        try:
+            seg.read_array_header(fd, path, st.st_size)
+        finally:
+            os.close(fd)
+    namespace_entry(root, name)  # raises for anything that is not a namespace

@@ -142,6 +142,115 @@ def test_ls_reports_corrupt_entries(shm_root: Path) -> None:
     assert "bad" in result.stderr and "corrupt" in result.stderr
 
 
+# ------------------------------------------------------------- named arrays
+needs_arrays = pytest.mark.skipif(
+    not inventory.named_arrays_available(), reason="named arrays not available"
+)
+
+
+def create_array(name: str, shape: tuple[int, ...], dtype: str, **kwargs: Any) -> np.ndarray:
+    from shmstore._arrays import create
+
+    return create(name, shape, dtype, **kwargs)
+
+
+@needs_arrays
+def test_ls_named_arrays(shm_root: Path) -> None:
+    create_array("frames", (100, 200), "f4", fill=1.0)
+    create_array("counter", (), "i8")
+    make_climate()
+    payload = js("ls")
+    assert [(e["name"], e["kind"]) for e in payload["entries"]] == [
+        ("climate", "namespace"),
+        ("counter", "array"),
+        ("frames", "array"),
+    ]
+    frames = payload["entries"][2]
+    assert frames["shape"] == [100, 200] and frames["dtype"] == "float32"
+    assert frames["shm_bytes"] == 100 * 200 * 4 and frames["spilled_bytes"] == 0
+    assert frames["keys"] is None and frames["chunks"] is None
+    assert frames["pid"] == os.getpid() and frames["pid_alive"] is True
+    assert frames["path"] == str(shm_root / "frames")
+    assert names(js("ls", "fr*")) == ["frames"]
+    out = ok("ls").stdout
+    assert "frames" in out and "array" in out and "78.1 KiB" in out
+
+
+@needs_arrays
+def test_du_and_rm_named_arrays(shm_root: Path) -> None:
+    create_array("a1", (1000,), "f8")
+    create_array("a2", (10,), "u1")
+    shmstore.SharedMemoryStore("a3")
+    rows = {e["name"]: e for e in js("du")["entries"]}
+    assert rows["a1"]["kind"] == "array" and rows["a1"]["shm_bytes"] >= 8000
+    payload = js("rm", "-y", "a*")
+    assert [(r["name"], r["kind"]) for r in payload["removed"]] == [
+        ("a1", "array"),
+        ("a2", "array"),
+        ("a3", "namespace"),
+    ]
+    assert js("ls")["entries"] == []
+    assert list(shm_root.iterdir()) == []
+
+
+@needs_arrays
+def test_info_named_array(shm_root: Path) -> None:
+    create_array("frames", (4, 5), "i2", order="F")
+    out = ok("info", "frames").stdout
+    assert "named array frames" in out and "4 x 5 int16 (Fortran order)" in out
+    assert "lock: free" in out
+    payload = js("info", "frames")
+    assert payload["kind"] == "array" and payload["shape"] == [4, 5]
+    assert payload["dtype"] == "int16" and payload["order"] == "F"
+    assert payload["nbytes"] == 40 and payload["allocated"] >= 40
+    assert payload["lock"] == {"held": False, "holders": []}
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    import shmstore
+
+    a = shmstore.attach("frames")
+    with a.lock:
+        print("held", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+@needs_arrays
+def test_info_shows_who_holds_a_lock(shm_root: Path) -> None:
+    pytest.importorskip("shmstore._lock", reason="locks not available")
+    create_array("frames", (4,), "f8")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert js("info", "frames")["lock"] == {"held": True, "holders": [proc.pid]}
+        assert f"lock: held by pid {proc.pid}" in ok("info", "frames").stdout
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        proc.stdout.close()
+    assert js("info", "frames")["lock"]["held"] is False
+
+
+@needs_arrays
+def test_corrupt_named_array_is_reported_not_trusted(shm_root: Path) -> None:
+    create_array("good", (3,), "f4")
+    bad = shm_root / "bad"
+    bad.write_bytes(b"\x93SHMSTORE-ARRAY\n" + b"\0" * 100)  # magic, then garbage
+    result = ok("ls", "--json")
+    assert names(json.loads(result.stdout)) == ["good"]
+    assert "bad" in result.stderr and "not a shmstore entry" in result.stderr
+    assert "not a shmstore entry" in fails("rm", "-y", "bad")
+    assert "not a shmstore entry" in fails("info", "bad")
+    assert bad.exists()
+    assert "bad" not in ok("info", "good").stderr  # only ls and du report others
+
+
 # ----------------------------------------------------------------------- du
 def test_du(shm_root: Path) -> None:
     make_climate()
@@ -295,6 +404,35 @@ def test_info_reports_a_corrupt_document(shm_root: Path) -> None:
     assert nodes["t"]["node_type"] == "invalid" and nodes["t"]["error"]
     assert nodes["sub/u"]["node_type"] == "array"
     assert "invalid" in ok("info", "climate").stdout
+
+
+NS_HOLDER = textwrap.dedent(
+    """
+    import sys
+    import shmstore
+
+    with shmstore.Lock("climate"):
+        print("held", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+def test_info_namespace_lock(shm_root: Path) -> None:
+    pytest.importorskip("shmstore._lock", reason="locks not available")
+    make_climate()
+    assert js("info", "climate")["lock"] == {"held": False, "holders": []}
+    assert "lock: free" in ok("info", "climate").stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-c", NS_HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        assert js("info", "climate")["lock"] == {"held": True, "holders": [proc.pid]}
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0
+        proc.stdout.close()
 
 
 def test_info_empty_and_missing(shm_root: Path) -> None:

@@ -18,6 +18,7 @@ _LAZY = {
     "scoped": "shmstore._store",
     "SharedMemoryFullError": "shmstore._errors",
     "CapacityExceededError": "shmstore._errors",
+    "CachingStore": "shmstore._cache",
     "ForeignEntryError": "shmstore._errors",
     "SharedMemoryFileSystem": "shmstore._fs",
     "open_store": "shmstore._urls",
@@ -25,6 +26,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "CachingStore",
     "CapacityExceededError",
     "ForeignEntryError",
     "SharedMemoryFileSystem",
@@ -37,6 +39,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from shmstore._cache import CachingStore
     from shmstore._dask import persist
     from shmstore._errors import CapacityExceededError, ForeignEntryError, SharedMemoryFullError
     from shmstore._fs import SharedMemoryFileSystem

@@ -716,10 +716,11 @@ def _delete(root: str, record: dict[str, Any]) -> None:
 def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
     """Reclaim what crashed processes left behind.
 
-    Temporary files of interrupted writes, namespaces interrupted while being
-    created or destroyed, and scoped namespaces whose creating process is dead.
-    Anything of a live process, of a process on another host, or of unknown
-    origin is left alone.
+    Temporary files of interrupted writes, namespaces and named arrays
+    interrupted while being created or destroyed, scoped namespaces whose
+    creating process is dead, and fill lock files of read-through caches that
+    no process holds. Anything of a live process, of a process on another
+    host, or of unknown origin is left alone.
     """
     root = _resolve(root)
     found = inventory.find_leftovers(root)
@@ -738,7 +739,7 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
     _print_table(
         console,
         ["KIND", "PATH", "PID", "SIZE"],
-        [[d["kind"], d["path"], str(d["pid"]), _human(d["nbytes"])] for d in done],
+        [[d["kind"], d["path"], str(d["pid"] or "-"), _human(d["nbytes"])] for d in done],
         right=("PID", "SIZE"),
     )
     verb = "would reclaim" if dry_run else "reclaimed"

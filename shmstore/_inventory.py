@@ -429,12 +429,15 @@ class Leftover:
     ----------
     kind
         ``"partial-write"`` (a temporary file of an interrupted write),
-        ``"partial-meta"``, ``"transient"`` (a namespace interrupted while being
-        created or destroyed) or ``"scoped-namespace"``.
+        ``"partial-meta"``, ``"transient"`` (a namespace or named array
+        interrupted while being created, or destroyed), ``"scoped-namespace"``
+        or ``"orphan-lock"`` (a fill lock file of a read-through cache whose
+        holder died before removing it).
     path
         What would be removed.
     pid
-        The process that made it (dead when this is reported).
+        The process that made it (dead when this is reported); ``None`` for
+        an orphan lock, which is known to be unheld instead.
     nbytes
         Memory it takes (``st_blocks``; the whole tree for directories).
     namespace
@@ -443,7 +446,7 @@ class Leftover:
 
     kind: str
     path: str
-    pid: int
+    pid: int | None
     nbytes: int
     namespace: str | None = None
     # How to re-check before removing: (dir path, entry name, host, ctime)
@@ -534,6 +537,7 @@ def _namespace_leftovers(root: str, name: str) -> Iterator[Leftover]:
                         )
             finally:
                 os.close(sfd)
+        yield from _orphan_fill_locks(dfd, path, name)
         pid = meta.get("pid")
         if meta.get("scoped") and isinstance(pid, int):
             created = meta.get("created")
@@ -549,6 +553,76 @@ def _namespace_leftovers(root: str, name: str) -> Iterator[Leftover]:
                     name,
                     (root, name, host, created),
                 )
+    finally:
+        os.close(dfd)
+
+
+#: Fill locks of a read-through cache (shmstore._cache): one file per key being
+#: fetched, removed by its holder once the value is in place.
+_FILL = f"{META}/fill"
+
+
+def _orphan_fill_locks(dfd: int, path: str, name: str) -> Iterator[Leftover]:
+    """Fill lock files of namespace *dfd* that no process holds (their holder died)."""
+    try:
+        ffd = os.open(_FILL, _O_DIR, dir_fd=dfd)
+    except OSError:
+        return
+    try:
+        with os.scandir(ffd) as it:
+            entries = sorted(e.name for e in it if e.is_file(follow_symlinks=False))
+        where = os.path.join(path, _FILL)
+        for entry in entries:
+            if lock_holders(os.path.join(where, entry)):
+                continue  # a fill in progress
+            blocks = _entry_blocks(ffd, entry)
+            if blocks is not None:
+                yield Leftover(
+                    "orphan-lock",
+                    os.path.join(where, entry),
+                    None,
+                    blocks[0],
+                    name,
+                    (where, entry, None, None),
+                )
+    finally:
+        os.close(ffd)
+
+
+def _reclaim_lock_file(directory: str, name: str) -> bool:
+    """Unlink the lock file *name* the way its holder would: under its lock.
+
+    The lock is taken without waiting (a holder means a fill in progress:
+    nothing is removed), and the name must still be that file. A process that
+    opened the file meanwhile and waits for the lock then finds it unlinked
+    and starts over on a fresh one, as the cache's protocol provides.
+    """
+    import fcntl
+
+    try:
+        dfd = os.open(directory, _O_DIR)
+    except FileNotFoundError:
+        return False
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError:
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            try:
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return False
+            if st.st_ino != os.fstat(fd).st_ino:
+                return False
+            os.unlink(name, dir_fd=dfd)
+            return True
+        finally:
+            os.close(fd)  # releases the lock
     finally:
         os.close(dfd)
 
@@ -602,6 +676,8 @@ def reclaim(leftover: Leftover) -> bool:
         process turned out to be alive).
     """
     directory, name, host, since = leftover._where
+    if leftover.kind == "orphan-lock":
+        return bool(directory) and _reclaim_lock_file(directory, name)
     if not directory or creator_alive(leftover.pid, host, since) is not False:
         return False
     if leftover.kind == "scoped-namespace":

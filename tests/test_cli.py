@@ -663,6 +663,62 @@ def test_gc_scoped_namespace_of_live_and_killed_owner(shm_root: Path) -> None:
     assert names(js("ls")) == ["durable", "durable-of-dead"]
 
 
+FILLER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import zarr
+    import shmstore
+
+    source = zarr.storage.LocalStore(sys.argv[1], read_only=True)
+    cache = shmstore.CachingStore(source, namespace="cache")
+    fd = cache._lock("x/c/0")  # the fill lock a miss takes before fetching
+    print("filling", flush=True)
+    sys.stdin.readline()
+    """
+)
+
+
+def test_gc_orphan_fill_locks_of_a_cache(shm_root: Path, tmp_path: Path) -> None:
+    if not hasattr(shmstore, "CachingStore"):
+        pytest.skip("read-through cache not available")
+    source = tmp_path / "source.zarr"
+    zarr.create_array(str(source), name="x", shape=(4,), chunks=(2,), dtype="i4")[:] = 1
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FILLER, str(source)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "filling"
+        fill = shm_root / "cache" / ".shmstore" / "fill"
+        (lock_file,) = fill.iterdir()
+        assert js("gc", "--dry-run")["reclaimed"] == []  # held: a fill in progress
+        assert js("gc")["reclaimed"] == []
+        assert lock_file.exists()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        proc.stdin.close()
+        proc.stdout.close()
+    (lo,) = js("gc")["reclaimed"]
+    assert lo == {
+        "kind": "orphan-lock",
+        "path": str(lock_file),
+        "pid": None,
+        "nbytes": lo["nbytes"],
+        "namespace": "cache",
+    }
+    assert not lock_file.exists()
+    # The cache still works: a new reader takes a fresh lock and fills.
+    cache = shmstore.CachingStore(
+        zarr.storage.LocalStore(str(source), read_only=True), namespace="cache"
+    )
+    assert zarr.open_array(cache, path="x", mode="r")[:].tolist() == [1, 1, 1, 1]
+    assert js("gc")["reclaimed"] == []
+
+
 def dead_pid() -> int:
     proc = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from rich.console import Console
+    from rich.text import Text
 
 __all__ = ["main"]
 
@@ -111,7 +112,8 @@ def _console() -> Console:
     out = sys.stdout
     # Pipes get the whole table, uncoloured: nothing is cut or wrapped.
     width = None if out.isatty() else 1000
-    return Console(file=out, width=width, highlight=False, soft_wrap=False)
+    # No markup: names and paths are printed as they are, brackets included.
+    return Console(file=out, width=width, highlight=False, soft_wrap=False, markup=False)
 
 
 def _print_table(
@@ -129,7 +131,6 @@ def _print_table(
     (in that order) rather than names or numbers being cut short.
     """
     from rich import box
-    from rich.markup import escape
     from rich.measure import Measurement
     from rich.table import Table
 
@@ -141,14 +142,14 @@ def _print_table(
         for c, i in zip(shown, idx, strict=True):
             table.add_column(
                 c,
-                footer=escape(footer[i]) if footer else "",
+                footer=footer[i] if footer else "",
                 justify="right" if c in right else "left",
                 # Only the first column (names, paths) may fold onto more lines.
                 no_wrap=c != shown[0],
                 overflow="fold",
             )
         for r in rows:
-            table.add_row(*(escape(r[i]) for i in idx))
+            table.add_row(*(r[i] for i in idx))
         return table
 
     shown = list(columns)
@@ -235,6 +236,7 @@ def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
         "modified": _iso(max(ns.modified, ns.created or 0.0)),
         "spill": ns.spill,
         "capacity": ns.capacity,
+        "cache_source": ns.cache_source,
         "path": ns.path,
         # for du
         "_shm_allocated": ns.usage.allocated,
@@ -262,6 +264,7 @@ def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
         "modified": _iso(max(a.modified, a.created or 0.0)),
         "spill": None,
         "capacity": None,
+        "cache_source": None,
         "path": a.path,
         "shape": list(a.shape),
         "dtype": a.dtype,
@@ -274,6 +277,12 @@ def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
     }
 
 
+def _kind(record: dict[str, Any]) -> str:
+    if record.get("cache_source"):
+        return f"{record['kind']} (cache)"
+    return record["kind"] + (" (scoped)" if record.get("scoped") else "")
+
+
 def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
@@ -284,15 +293,16 @@ def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
     by_name = {r["name"]: r for r in everything}
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for name in names:
-        if _is_glob(name):
+        if name in by_name:
+            # An exact name wins over a glob reading of it (names may hold "[").
+            hits = [r for r in everything if r["name"] == name]
+        elif _is_glob(name):
             hits = [r for r in everything if fnmatch.fnmatchcase(r["name"], name)]
             if not hits:
                 raise click.ClickException(
                     f"pattern {name!r} matches no namespace or named array in {root}; "
                     "see `shmstore ls`"
                 )
-        elif name in by_name:
-            hits = [r for r in everything if r["name"] == name]
         else:
             # Say what it is when something is there but not ours.
             if os.path.lexists(os.path.join(root, name)):
@@ -340,7 +350,7 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
     rows = [
         [
             r["name"],
-            r["kind"] + (" (scoped)" if r.get("scoped") else ""),
+            _kind(r),
             _size(r["shm_bytes"]),
             _size(r["spilled_bytes"]),
             "-" if r["keys"] is None else str(r["keys"]),
@@ -570,29 +580,31 @@ def _lock_line(lock: dict[str, Any]) -> str:
 def _print_namespace(
     record: dict[str, Any], nodes: list[dict[str, Any]], lock: dict[str, Any]
 ) -> None:
-    from rich.markup import escape
+    from rich.text import Text
     from rich.tree import Tree
 
     console = _console()
-    console.print(
-        f"namespace {escape(record['name'])} (shm://{escape(record['name'])}) in {record['path']}"
-    )
-    console.print(
+    lines = [
+        f"namespace {record['name']} (shm://{record['name']}) in {record['path']}",
         f"  owner {record['owner']}, created by pid {_pid(record['pid'], record['pid_alive'])}"
-        f" on {_local(record['_created'])}{', scoped' if record['scoped'] else ''}"
-    )
-    console.print(
+        f" on {_local(record['_created'])}{', scoped' if record['scoped'] else ''}",
+    ]
+    if record["cache_source"]:
+        lines.append(f"  read-through cache of {record['cache_source']}")
+    lines.append(
         f"  {record['keys']} keys, {record['chunks']} chunks, "
         f"{_size(record['shm_bytes'])} in shared memory, "
         f"{_size(record['spilled_bytes'])} spilled"
         + (f" to {record['spill']}" if record["spill"] else "")
         + (f", capacity {_human(record['capacity'])}" if record["capacity"] else "")
     )
-    console.print(_lock_line(lock))
+    lines.append(_lock_line(lock))
+    for line in lines:
+        console.print(line)
     if not nodes:
         console.print("  (no zarr groups or arrays)")
         return
-    tree = Tree("/", guide_style="dim")
+    tree = Tree(Text("/"), guide_style="dim")
     branches = {"": tree}
     for node in sorted(nodes, key=lambda n: n["path"]):
         path = node["path"]
@@ -607,9 +619,14 @@ def _print_namespace(
     console.print(tree)
 
 
-def _node_label(node: dict[str, Any]) -> str:
+def _node_label(node: dict[str, Any]) -> Text:
     from rich.markup import escape
+    from rich.text import Text
 
+    return Text.from_markup(_node_markup(node, escape))
+
+
+def _node_markup(node: dict[str, Any], escape: Callable[[str], str]) -> str:
     name = escape(node["path"].rpartition("/")[2] or "/")
     if node["node_type"] == "invalid":
         return f"{name}  [red]invalid: {escape(node['error'])}[/red]"

@@ -255,10 +255,13 @@ class NamespaceEntry:
     usage
         Keys, chunks and bytes in shared memory (see :class:`TreeUsage`).
     spill, capacity
-        Spill location and capacity of the shared-memory tier, if recorded.
+        Spill location and capacity of the shared-memory tier, if recorded
+        (for a read-through cache, the cache's capacity).
     spilled
         Usage of the spill tier (zero when there is none; ``None`` when it
         cannot be measured from here, e.g. a remote URL).
+    cache_source
+        For a read-through cache (``shmstore.CachingStore``), what it caches.
     meta
         The raw ``meta.json``.
     """
@@ -277,6 +280,7 @@ class NamespaceEntry:
     spill: str | None = None
     capacity: int | None = None
     spilled: TreeUsage | None = field(default_factory=TreeUsage)
+    cache_source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +364,10 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
     host = meta.get("host") if isinstance(meta.get("host"), str) else None
     created = meta.get("created") if isinstance(meta.get("created"), int | float) else None
     spill, capacity = _tiering(meta)
+    cache = meta.get("cache") if isinstance(meta.get("cache"), dict) else {}
+    source = cache.get("source")
+    if isinstance(cache.get("capacity"), int) and capacity is None:
+        capacity = cache["capacity"]
     return NamespaceEntry(
         name=name,
         path=path,
@@ -375,6 +383,7 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         spill=spill,
         capacity=capacity,
         spilled=_spill_usage(spill) if spill else TreeUsage(),
+        cache_source=str(source) if source is not None else None,
         meta=meta,
     )
 

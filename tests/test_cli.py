@@ -475,6 +475,18 @@ def test_rm_refuses_what_matches_nothing(shm_root: Path) -> None:
     assert names(js("ls")) == ["a"]  # nothing was deleted
 
 
+def test_names_with_brackets_are_printed_and_matched_as_they_are(shm_root: Path) -> None:
+    store = shmstore.SharedMemoryStore("run[1]")
+    zarr.create_array(store, name="x[0]", shape=(2,), dtype="i1")
+    shmstore.SharedMemoryStore("run1")
+    assert "run[1]" in ok("ls").stdout
+    assert "x[0]" in ok("info", "run[1]").stdout
+    assert "namespace run[1]" in ok("info", "run[1]").stdout
+    assert names(js("ls", "run[[]1]")) == ["run[1]"]
+    assert [r["name"] for r in js("rm", "-y", "run[1]")["removed"]] == ["run[1]"]
+    assert names(js("ls")) == ["run1"]
+
+
 def test_rm_without_a_tty_needs_yes(shm_root: Path) -> None:
     shmstore.SharedMemoryStore("a")
     msg = fails("rm", "a")

@@ -25,38 +25,60 @@ _LAZY = {
     "SharedMemoryFileSystem": "shmstore._fs",
     "open_store": "shmstore._urls",
     "persist": "shmstore._dask",
+    # named arrays and locks ("module:attribute" where the names differ)
+    "NamedArray": "shmstore._arrays",
+    "ArrayInfo": "shmstore._arrays",
+    "create": "shmstore._arrays",
+    "attach": "shmstore._arrays",
+    "delete": "shmstore._arrays",
+    "list": "shmstore._arrays:list_arrays",
+    "scoped_array": "shmstore._arrays",
+    "Lock": "shmstore._lock",
+    "LockTimeoutError": "shmstore._lock",
 }
 
 __all__ = [
+    "ArrayInfo",
     "CachingStore",
     "CapacityExceededError",
     "ForeignEntryError",
+    "Lock",
+    "LockTimeoutError",
+    "NamedArray",
     "SharedMemoryFileSystem",
     "SharedMemoryFullError",
     "SharedMemoryStore",
     "__version__",
+    "attach",
+    "create",
+    "delete",
+    "list",
     "load",
     "open_store",
     "persist",
     "save",
     "scoped",
+    "scoped_array",
 ]
 
 if TYPE_CHECKING:
+    from shmstore._arrays import ArrayInfo, NamedArray, attach, create, delete, scoped_array
     from shmstore._cache import CachingStore
     from shmstore._dask import persist
     from shmstore._errors import CapacityExceededError, ForeignEntryError, SharedMemoryFullError
     from shmstore._fs import SharedMemoryFileSystem
+    from shmstore._lock import Lock, LockTimeoutError
     from shmstore._store import SharedMemoryStore, scoped
     from shmstore._transfer import load, save
     from shmstore._urls import open_store
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'shmstore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = target.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value
     return value
 

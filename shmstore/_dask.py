@@ -8,22 +8,169 @@ fanning work out to process workers: every task then carries the namespace's
 name and a chunk index, never chunk bytes (PITFALLS 12), and every worker
 process on the host maps the same pages.
 
+Arrays that :func:`persist` writes are raw (no compressor, no filter), and the
+array it returns reads them without zarr: a task's chunk is a read-only NumPy
+view of the mapped segment, so workers neither decode nor copy, and the pages
+of the array count once in the host's memory however many workers read them.
+
 dask is imported when :func:`persist` is first called, not with shmstore.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from shmstore._segments import Namespace
 from shmstore._urls import open_store, split_url
 
 if TYPE_CHECKING:
     import os
 
     import dask.array as da
+    import zarr
     from numpy.typing import ArrayLike
 
 __all__ = ["persist"]
+
+
+class RawChunks:
+    """Array-like over the raw chunks of a zarr array in a namespace.
+
+    Reading a region inside one chunk returns a read-only view of the mapped
+    segment (no decode, no copy); a region across chunks is assembled from
+    such views. Pickles as names and shapes only: the namespace is reopened
+    by name in the process that reads (PITFALLS 12).
+
+    Use :meth:`of` to make one: it returns ``None`` unless the array's chunks
+    are stored raw (a lone ``bytes`` codec, fixed-size dtype, no sharding).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        namespace: str,
+        path: str,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        dtype: np.dtype[Any],
+        fill_value: Any,
+        key_encoding: Any,
+    ) -> None:
+        self.root = root
+        self.namespace = namespace
+        self.path = path
+        self.shape = shape
+        self.chunks = chunks
+        self.dtype = dtype
+        self.ndim = len(shape)
+        self.fill_value = fill_value
+        self.key_encoding = key_encoding
+
+    @classmethod
+    def of(cls, z: zarr.Array, root: str, namespace: str) -> RawChunks | None:
+        """Return a raw reader of *z*, or ``None`` if its chunks are encoded."""
+        from zarr.codecs import BytesCodec
+
+        meta = z.metadata
+        codecs = getattr(meta, "codecs", ())
+        if getattr(meta, "zarr_format", None) != 3 or len(codecs) != 1:
+            return None
+        codec = codecs[0]
+        dtype = np.dtype(z.dtype)
+        if not isinstance(codec, BytesCodec) or dtype.kind not in "biufcmM":
+            return None
+        endian = getattr(codec.endian, "value", codec.endian)
+        if dtype.itemsize > 1:
+            dtype = dtype.newbyteorder("<" if endian == "little" else ">")
+        return cls(
+            root,
+            namespace,
+            z.path,
+            tuple(z.shape),
+            tuple(z.chunks),
+            dtype,
+            meta.fill_value,
+            meta.chunk_key_encoding,
+        )
+
+    def chunk(self, coords: tuple[int, ...]) -> np.ndarray:
+        """The full chunk at grid *coords*: a read-only view of its segment."""
+        key = self.key_encoding.encode_chunk_key(coords)
+        if self.path:
+            key = f"{self.path}/{key}"
+        view = Namespace.open(self.namespace, self.root, create=False).read(key)
+        if view is None:  # never written: zarr's fill value
+            out = np.full(self.chunks, self.fill_value, dtype=self.dtype)
+            out.flags.writeable = False
+            return out
+        if len(view) != math.prod(self.chunks) * self.dtype.itemsize:
+            raise ValueError(
+                f"chunk {key!r} of namespace {self.namespace!r} holds {len(view)} bytes, not "
+                f"the {math.prod(self.chunks) * self.dtype.itemsize} of a raw {self.chunks} "
+                f"{self.dtype} chunk; read it through zarr instead"
+            )
+        return np.frombuffer(view, dtype=self.dtype).reshape(self.chunks)
+
+    def __getitem__(self, sel: Any) -> np.ndarray:
+        sel = sel if isinstance(sel, tuple) else (sel,)
+        if any(s is Ellipsis for s in sel):
+            i = sel.index(Ellipsis)
+            sel = sel[:i] + (slice(None),) * (self.ndim - len(sel) + 1) + sel[i + 1 :]
+        sel = sel + (slice(None),) * (self.ndim - len(sel))
+        if len(sel) != self.ndim:
+            raise IndexError(f"too many indices for a {self.ndim}-d array: {sel!r}")
+        bounds: list[tuple[int, int]] = []
+        squeeze = []
+        for axis, (s, n) in enumerate(zip(sel, self.shape, strict=True)):
+            if isinstance(s, (int, np.integer)):
+                i = int(s) + n if s < 0 else int(s)
+                if not 0 <= i < n:
+                    raise IndexError(f"index {s} is out of bounds for axis {axis} of size {n}")
+                bounds.append((i, i + 1))
+                squeeze.append(axis)
+            elif isinstance(s, slice) and s.indices(n)[2] == 1:
+                start, stop, _ = s.indices(n)
+                bounds.append((start, max(start, stop)))
+            else:
+                return self._through_zarr(sel)
+        out = self._region(bounds)
+        return out.reshape([b - a for i, (a, b) in enumerate(bounds) if i not in squeeze])
+
+    def _region(self, bounds: list[tuple[int, int]]) -> np.ndarray:
+        shape = [b - a for a, b in bounds]
+        if 0 in shape:
+            return np.empty(shape, dtype=self.dtype)
+        first = [a // c for (a, _), c in zip(bounds, self.chunks, strict=True)]
+        last = [(b - 1) // c for (_, b), c in zip(bounds, self.chunks, strict=True)]
+        if first == last:  # inside one chunk: a view, the common case for dask tasks
+            chunk = self.chunk(tuple(first))
+            return chunk[
+                tuple(
+                    slice(a - i * c, b - i * c)
+                    for (a, b), i, c in zip(bounds, first, self.chunks, strict=True)
+                )
+            ]
+        out = np.empty(shape, dtype=self.dtype)
+        for coords in itertools.product(
+            *(range(f, t + 1) for f, t in zip(first, last, strict=True))
+        ):
+            src, dst = [], []
+            for (a, b), i, c in zip(bounds, coords, self.chunks, strict=True):
+                lo, hi = max(a, i * c), min(b, (i + 1) * c)
+                src.append(slice(lo - i * c, hi - i * c))
+                dst.append(slice(lo - a, hi - a))
+            out[tuple(dst)] = self.chunk(coords)[tuple(src)]
+        return out
+
+    def _through_zarr(self, sel: tuple[Any, ...]) -> np.ndarray:
+        import zarr
+
+        store = open_store(f"shm://{self.namespace}", root=self.root, read_only=True)
+        return zarr.open_array(store, path=self.path, mode="r")[sel]
 
 
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
@@ -70,6 +217,8 @@ def persist(
         An array with the same values, shape, dtype and (regular) chunks,
         reading from shared memory. Its graph holds the store's name, never
         chunk bytes: it pickles small and every process maps the same pages.
+        With raw chunks (the default), its chunks are read-only views of the
+        segments; write results to a new array rather than in place.
 
     Examples
     --------
@@ -103,4 +252,8 @@ def persist(
     da.store(x, z, lock=False, compute=True, **compute_kwargs)
     # The name follows what was stored, so equal inputs give equal keys.
     name = f"shm-persist-{tokenize(x.name, store.root, namespace, path)}"
-    return da.from_zarr(z, chunks=x.chunks, name=name)
+    raw = RawChunks.of(z, store.root, namespace)
+    if raw is None:  # encoded chunks (compressors=...): zarr decodes them
+        return da.from_zarr(z, chunks=x.chunks, name=name)
+    meta = np.empty((0,) * x.ndim, dtype=raw.dtype)
+    return da.from_array(raw, chunks=x.chunks, name=name, asarray=False, fancy=False, meta=meta)

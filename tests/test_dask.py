@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 import zarr
 from conftest import _BASE, run_python
+from zarr.codecs import ZstdCodec
 
 import shmstore
 from shmstore import SharedMemoryFileSystem
+from shmstore._dask import RawChunks
 
 distributed = pytest.importorskip("distributed")
 
@@ -141,6 +143,46 @@ def test_persist(shm_root: Path) -> None:
     # an unrelated process reads it by name
     code = "import dask.array as da; print(da.from_zarr('shm://per/x').sum().compute())"
     assert float(run_python(code).stdout) == pytest.approx(data[:10].sum())
+
+
+def test_persist_reads_chunks_as_views(shm_root: Path) -> None:
+    data = _data((103, 57), seed=2)
+    y = shmstore.persist(da.from_array(data, chunks=(20, 10)), "shm://raw/x")
+    (raw,) = {v for v in y.dask.values() if isinstance(v, RawChunks)}
+    assert len(pickle.dumps(raw)) < 2048
+    a, b = raw[20:40, 10:20], raw[25:30, 12:15]
+    assert not a.flags.writeable
+    assert np.shares_memory(a, b)  # both views of the one mapped segment
+    for sel in [
+        np.s_[5:7, 3],
+        np.s_[:, ::3],
+        np.s_[-1],
+        np.s_[10:90, 5:50],
+        np.s_[[1, 5, 7]],
+        np.s_[..., 4],
+        np.s_[100:103, 50:57],
+        np.s_[40:40],
+    ]:
+        assert np.array_equal(y[sel].compute(), data[sel]), sel
+        assert np.array_equal(raw[sel], data[sel]), sel
+    # a chunk never written reads as zarr's fill value
+    shmstore.open_store("shm://raw").delete_sync("x/c/0/0")
+    assert not raw[0:20, 0:10].any()
+
+
+@pytest.mark.parametrize("dtype", [">f4", "<i8", "bool", "u1", "M8[s]", "c16"])
+def test_persist_dtypes(shm_root: Path, dtype: str) -> None:
+    data = (np.random.default_rng(3).random((30, 7)) * 100).astype(dtype)
+    y = shmstore.persist(data, "shm://dt/a", chunks=(8, 3))
+    assert any(isinstance(v, RawChunks) for v in y.dask.values())
+    assert np.array_equal(y.compute(), data)
+
+
+def test_persist_compressed_goes_through_zarr(shm_root: Path) -> None:
+    data = _data((60, 60))
+    y = shmstore.persist(data, "shm://cmp/a", chunks=(25, 25), compressors=ZstdCodec())
+    assert not any(isinstance(v, RawChunks) for v in y.dask.values())
+    assert np.array_equal(y.compute(), data)
 
 
 # ---------------------------------------------------------------- processes

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from zarr.core.buffer import BufferPrototype
 
+    from shmstore._lock import Lock
     from shmstore._tiering import Tiers
 
 __all__ = ["SharedMemoryStore", "scoped"]
@@ -216,6 +217,18 @@ class SharedMemoryStore(Store):
     def path(self) -> str:
         """The namespace directory (a Zarr v3 directory layout)."""
         return os.path.join(self.root, self.namespace)
+
+    def lock(self, *, timeout: float | None = None) -> Lock:
+        """The namespace's inter-process lock: ``shmstore.Lock(namespace)``.
+
+        A ``flock`` on the namespace directory, so any process of the host can
+        take it by name; the kernel releases it if the holder dies, and it goes
+        away with :meth:`destroy`. Use it as ``with store.lock(): ...``.
+        zarr itself never takes it: it is for coordinating writers.
+        """
+        from shmstore._lock import Lock
+
+        return Lock(self.namespace, root=self.root, timeout=timeout)
 
     # ----------------------------------------------------------- sync core
     def get_sync(

@@ -9,6 +9,7 @@ user errors here: one line on stderr, exit status 1, no traceback (set
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import fnmatch
 import json
@@ -763,31 +764,182 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
     console.print(f"{verb} {_plural(len(done), 'entry', 'entries')}, {_human(freed)}")
 
 
-def _transfer(kind: str, src: str, dst: str, root: str | None, quiet: bool) -> None:
-    raise click.ClickException(
-        f"`shmstore {kind}` needs shmstore.{kind}(), which is not available in this "
-        "version of shmstore"
-    )
+def _transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``save`` and ``load`` share (the library's keyword arguments)."""
+    for option in reversed(
+        [
+            click.option("--overwrite", is_flag=True, help="Replace what the destination holds."),
+            click.option(
+                "--verify",
+                type=click.Choice(["size", "content", "none"]),
+                default="size",
+                show_default=True,
+                help="Check every key copied: its size, or also its bytes.",
+            ),
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=16,
+                show_default=True,
+                help="Values in flight at once.",
+            ),
+            click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+            _root_option,
+            _json_option,
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _namespace(spec: str, root: str, *, read_only: bool, **kwargs: Any) -> Any:
+    """The namespace named by *spec* (``name`` or ``shm://name``) under *root*."""
+    from shmstore._store import SharedMemoryStore
+
+    name = spec.removeprefix("shm://").strip("/") if spec.startswith("shm://") else spec
+    if "/" in name:
+        raise click.ClickException(
+            f"{spec!r} names a path inside a namespace; save and load copy a whole "
+            "namespace: pass its name or shm://<namespace>"
+        )
+    try:
+        return SharedMemoryStore(name, root=root, read_only=read_only, **kwargs)
+    except FileNotFoundError:
+        raise click.ClickException(f"no namespace {name!r} in {root}; see `shmstore ls`") from None
+
+
+def _other_end(spec: str, root: str, *, read_only: bool) -> Any:
+    """The zarr side of a copy: a path or URL for the library; shm:// under *root*."""
+    if spec.startswith("shm://"):
+        return _namespace(spec, root, read_only=read_only)
+    return spec
+
+
+def _transfer_function(kind: str) -> Callable[..., Any]:
+    try:
+        from shmstore import _transfer
+    except ImportError:
+        raise click.ClickException(
+            f"`shmstore {kind}` needs shmstore.{kind}(), which this installation of "
+            "shmstore does not have; upgrade shmstore"
+        ) from None
+    return getattr(_transfer, kind)
+
+
+def _run_transfer(kind: str, run: Callable[[], Any], as_json: bool) -> None:
+    try:
+        report = run()
+    except OSError as e:
+        # The library names its keyword; on the command line the fix is the flag.
+        msg = _one_line(e).replace("overwrite=True", "--overwrite")
+        raise click.ClickException(msg) from e
+    if as_json:
+        _emit_json(
+            {
+                "command": kind,
+                "source": report.source,
+                "destination": report.destination,
+                "keys": report.keys,
+                "nbytes": report.nbytes,
+                "seconds": report.seconds,
+                "gib_per_s": report.gib_per_s,
+                "verified": report.verified,
+            }
+        )
+    else:
+        click.echo(str(report))
 
 
 @main.command("save")
 @click.argument("src")
 @click.argument("dst")
-@_root_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def save_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
-    """Copy the namespace SRC (name or shm:// URL) to the zarr store DST (path or URL)."""
-    _transfer("save", src, dst, root, quiet)
+@_transfer_options
+def save_command(
+    src: str,
+    dst: str,
+    overwrite: bool,
+    verify: str,
+    concurrency: int,
+    quiet: bool,
+    root: str | None,
+    as_json: bool,
+) -> None:
+    """Copy the namespace SRC (a name or shm://name) to the zarr store DST.
+
+    DST is a directory, an fsspec URL (s3://bucket/x.zarr) or shm://name. Every
+    group, array and attribute is copied, then verified. A progress bar goes to
+    stderr when it is a terminal (not with --quiet).
+    """
+    save = _transfer_function("save")
+    root = _resolve(root)
+    _run_transfer(
+        "save",
+        lambda: save(
+            _namespace(src, root, read_only=True),
+            _other_end(dst, root, read_only=False),
+            overwrite=overwrite,
+            progress=False if quiet else None,
+            concurrency=concurrency,
+            verify=False if verify == "none" else verify,
+        ),
+        as_json,
+    )
 
 
 @main.command("load")
 @click.argument("src")
 @click.argument("dst")
-@_root_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def load_command(src: str, dst: str, root: str | None, quiet: bool) -> None:
-    """Copy the zarr store SRC (path or URL) into the namespace DST (name or shm:// URL)."""
-    _transfer("load", src, dst, root, quiet)
+@click.option("--capacity", help="Capacity of the shared-memory tier of DST (e.g. 4GiB); recorded.")
+@click.option("--spill", help="Spill tier of DST (directory or URL) for what does not fit.")
+@_transfer_options
+def load_command(
+    src: str,
+    dst: str,
+    capacity: str | None,
+    spill: str | None,
+    overwrite: bool,
+    verify: str,
+    concurrency: int,
+    quiet: bool,
+    root: str | None,
+    as_json: bool,
+) -> None:
+    """Copy the zarr store SRC into the namespace DST (a name or shm://name).
+
+    SRC is a directory, an fsspec URL or shm://name. DST is created if missing;
+    with --capacity and --spill, what does not fit in shared memory goes to the
+    spill tier (recorded in the namespace). Verified after the copy.
+    """
+    load = _transfer_function("load")
+    root = _resolve(root)
+    tiering: dict[str, Any] = {}
+    if capacity is not None:
+        tiering["capacity"] = _parse_size(capacity, "--capacity")
+    if spill is not None:
+        tiering["spill"] = spill
+    source = _other_end(src, root, read_only=True)
+    name = dst.removeprefix("shm://").strip("/")
+    existed = os.path.lexists(os.path.join(root, name))
+    target = _namespace(dst, root, read_only=False, **tiering)
+    try:
+        _run_transfer(
+            "load",
+            lambda: load(
+                source,
+                target,
+                overwrite=overwrite,
+                progress=False if quiet else None,
+                concurrency=concurrency,
+                verify=False if verify == "none" else verify,
+            ),
+            as_json,
+        )
+    except BaseException:
+        if not existed:
+            # A load that fails (a missing source, say) leaves no empty namespace.
+            with contextlib.suppress(OSError):
+                target.destroy()
+        raise
 
 
 def _parse_size(value: str, option: str) -> int:

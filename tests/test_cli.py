@@ -501,8 +501,8 @@ def test_rm_refuses_foreign_entries(shm_root: Path) -> None:
     assert (shm_root / "plain-file").exists()
 
 
-def _run_in_pty(args: list[str], answer: bytes) -> tuple[int, str]:
-    """Run the CLI with a terminal as stdin; answer its prompt. Return (rc, output)."""
+def _run_in_pty(args: list[str], answer: bytes | None) -> tuple[int, str]:
+    """Run the CLI on a terminal; answer its prompt if asked. Return (rc, output)."""
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-c", "from shmstore._cli import main; main()", *args],
@@ -526,7 +526,7 @@ def _run_in_pty(args: list[str], answer: bytes) -> tuple[int, str]:
             if not data:
                 break
             out += data
-            if not answered and b"Delete?" in out:
+            if answer is not None and not answered and b"Delete?" in out:
                 os.write(master, answer)
                 answered = True
     finally:
@@ -818,12 +818,80 @@ def test_creator_alive() -> None:
 
 
 # ---------------------------------------------------------------- save/load
-@pytest.mark.parametrize("command", ["save", "load"])
-def test_save_load_not_available_yet(shm_root: Path, command: str, tmp_path: Path) -> None:
-    if hasattr(shmstore, command):
-        pytest.skip(f"shmstore.{command} exists: covered by the transfer tests")
-    msg = fails(command, "shm://x", str(tmp_path / "x.zarr"))
-    assert f"shmstore.{command}()" in msg
+needs_transfer = pytest.mark.skipif(
+    not hasattr(shmstore, "save"), reason="shmstore.save/load not available"
+)
+
+
+@needs_transfer
+def test_save_and_load_round_trip(shm_root: Path, tmp_path: Path) -> None:
+    make_climate()
+    dest = tmp_path / "climate.zarr"
+    out = ok("save", "climate", str(dest)).stdout
+    assert out.startswith("copied 22 keys") and "verified (size)" in out
+    assert zarr.open_array(str(dest), path="t", mode="r")[:].tolist() == [[1.5] * 40] * 40
+    payload = js("load", str(dest), "shm://copy", "--verify", "content")
+    assert payload["command"] == "load" and payload["keys"] == 22
+    assert payload["destination"] == "shm://copy" and payload["verified"] == "content"
+    copy = shmstore.SharedMemoryStore("copy", read_only=True)
+    assert zarr.open_array(copy, path="sub/u", mode="r")[:].tolist() == [3] * 100
+    assert js("info", "copy")["nodes"] == js("info", "climate")["nodes"]
+
+
+@needs_transfer
+def test_save_refuses_a_full_destination_unless_overwrite(shm_root: Path, tmp_path: Path) -> None:
+    make_climate()
+    dest = tmp_path / "climate.zarr"
+    ok("save", "climate", str(dest), "-q")
+    msg = fails("save", "climate", str(dest))
+    assert "--overwrite" in msg and "overwrite=True" not in msg
+    payload = js("save", "shm://climate", str(dest), "--overwrite", "--verify", "none")
+    assert payload["verified"] is None and payload["keys"] == 22
+    # namespace to namespace, both under --root
+    payload = js("save", "climate", "shm://twin", "--root", str(shm_root))
+    assert payload["destination"] == "shm://twin"
+    assert "twin" in names(js("ls"))
+
+
+@needs_transfer
+def test_load_into_a_tiered_namespace(shm_root: Path, tmp_path: Path) -> None:
+    if not tiering_available():
+        pytest.skip("tiering not available")
+    src = tmp_path / "src.zarr"
+    z = zarr.create_array(
+        str(src), name="x", shape=(10, 4096), chunks=(1, 4096), dtype="f4", compressors=None
+    )
+    z[:] = 2.0
+    spill = tmp_path / "spill.zarr"
+    payload = js("load", str(src), "big", "--capacity", "64KiB", "--spill", str(spill))
+    assert payload["keys"] == 12
+    (entry,) = js("ls")["entries"]
+    assert entry["capacity"] == 64 << 10 and entry["spill"] == str(spill)
+    assert entry["spilled_bytes"] > 0
+    store = shmstore.SharedMemoryStore("big", read_only=True)
+    assert (zarr.open_array(store, path="x", mode="r")[:] == 2.0).all()
+
+
+@needs_transfer
+def test_transfer_errors(shm_root: Path, tmp_path: Path) -> None:
+    msg = fails("save", "nope", str(tmp_path / "x.zarr"))
+    assert "no namespace 'nope'" in msg
+    fails("load", str(tmp_path / "missing.zarr"), "fresh")
+    assert js("ls")["entries"] == []  # a failed load leaves no empty namespace
+    assert "whole namespace" in fails("save", "shm://a/b", str(tmp_path / "y.zarr"))
+    result = cli("load", str(tmp_path), "z", "--capacity", "lots")
+    assert result.exit_code == 2 and "--capacity" in result.stderr
+
+
+@needs_transfer
+def test_progress_only_on_a_terminal(shm_root: Path, tmp_path: Path) -> None:
+    make_climate()
+    result = ok("save", "climate", str(tmp_path / "a.zarr"))  # CliRunner: not a TTY
+    assert result.stderr == ""
+    rc, out = _run_in_pty(["save", "climate", str(tmp_path / "b.zarr")], None)
+    assert rc == 0 and "copy" in out and "verify" in out and "copied 22 keys" in out
+    rc, out = _run_in_pty(["save", "-q", "climate", str(tmp_path / "c.zarr")], None)
+    assert rc == 0 and "verify" not in out and "copied 22 keys" in out
 
 
 # -------------------------------------------------------------------- bench

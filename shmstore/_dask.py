@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,6 +174,10 @@ class RawChunks:
         return zarr.open_array(store, path=self.path, mode="r")[sel]
 
 
+def _shape(chunks: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    return tuple(sum(c) for c in chunks)
+
+
 def _regular(chunks: tuple[tuple[int, ...], ...]) -> bool:
     """Whether dask *chunks* fit a zarr grid: equal blocks, the last one no larger."""
     return all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in chunks if c)
@@ -193,13 +198,16 @@ def persist(
     Parameters
     ----------
     x
-        A dask array, or anything ``dask.array.asarray`` takes (a NumPy array).
+        A dask array (computed by the current scheduler, its workers writing),
+        or a NumPy array or anything ``numpy.asarray`` takes (written from this
+        process, without a graph carrying its bytes anywhere).
     url
         ``shm://<namespace>/<name>``: the namespace (created if missing) and
         the array's path inside it (``""`` for the namespace's root array).
     chunks
-        Rechunk *x* to this first. Irregular chunks (which zarr cannot store)
-        are made regular with the largest block of each axis.
+        Chunks of the stored array (dask's notation; default: *x*'s chunks, or
+        dask's ``"auto"`` for a NumPy array). Irregular chunks (which zarr
+        cannot store) are made regular with the largest block of each axis.
     overwrite
         Replace an existing array at *url*; otherwise zarr refuses to.
     compressors
@@ -231,29 +239,45 @@ def persist(
     """
     import dask.array as da
     import zarr
+    from dask.array.core import normalize_chunks
     from dask.base import tokenize
 
     namespace, path = split_url(url)
-    x = da.asarray(x)
-    if chunks is not None:
-        x = x.rechunk(chunks)
-    if not _regular(x.chunks):
-        x = x.rechunk(x.chunksize)
+    in_memory = not isinstance(x, da.Array)
+    if in_memory:
+        # Written from this process: a graph would carry the bytes to the
+        # workers (a distributed client may be active), which is what
+        # persisting into shared memory avoids.
+        data = np.asarray(x)
+        grid = normalize_chunks("auto" if chunks is None else chunks, data.shape, dtype=data.dtype)
+    else:
+        if chunks is not None:
+            x = x.rechunk(chunks)
+        grid = x.chunks
+    if not _regular(grid):
+        grid = normalize_chunks(tuple(max(c, default=0) for c in grid), _shape(grid))
+        if not in_memory:
+            x = x.rechunk(grid)
+    shape = _shape(grid)
     store = open_store(f"shm://{namespace}", root=root)
     z = zarr.create_array(
         store,
         name=path or None,
-        shape=x.shape,
-        chunks=x.chunksize if x.size else None,
-        dtype=x.dtype,
+        shape=shape,
+        chunks=tuple(max(max(c, default=1), 1) for c in grid),
+        dtype=data.dtype if in_memory else x.dtype,
         compressors=compressors,
         overwrite=overwrite,
     )
-    da.store(x, z, lock=False, compute=True, **compute_kwargs)
-    # The name follows what was stored, so equal inputs give equal keys.
-    name = f"shm-persist-{tokenize(x.name, store.root, namespace, path)}"
+    if in_memory:
+        z[...] = data
+        name = f"shm-persist-{uuid.uuid4().hex}"
+    else:
+        da.store(x, z, lock=False, compute=True, **compute_kwargs)
+        # The name follows what was stored, so equal inputs give equal keys.
+        name = f"shm-persist-{tokenize(x.name, store.root, namespace, path)}"
     raw = RawChunks.of(z, store.root, namespace)
     if raw is None:  # encoded chunks (compressors=...): zarr decodes them
-        return da.from_zarr(z, chunks=x.chunks, name=name)
-    meta = np.empty((0,) * x.ndim, dtype=raw.dtype)
-    return da.from_array(raw, chunks=x.chunks, name=name, asarray=False, fancy=False, meta=meta)
+        return da.from_zarr(z, chunks=grid, name=name)
+    meta = np.empty((0,) * len(shape), dtype=raw.dtype)
+    return da.from_array(raw, chunks=grid, name=name, asarray=False, fancy=False, meta=meta)

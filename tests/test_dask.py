@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,6 +270,13 @@ def test_cluster_to_zarr_store_and_persist(client: distributed.Client, shm_root:
     # an unrelated process sees what the workers wrote
     code = "import zarr; print(zarr.open_array('shm://clw/twice')[:].sum())"
     assert float(run_python(code).stdout) == pytest.approx((2 * (data + 1)).sum())
+    # a NumPy array is persisted from the client: no graph carries its bytes
+    big = _data((2048, 1024), seed=4)  # 16 MiB: distributed warns of graphs over 10 MB
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        p = shmstore.persist(big, "shm://clw/big", chunks=(256, 1024))
+        assert np.isclose(p.mean().compute(), big.mean())
+    assert len(cloudpickle.dumps(dict(p.__dask_graph__()))) < 64 * 1024
 
 
 def test_worker_write_visible_to_other_worker_and_client(

@@ -722,9 +722,9 @@ def _delete(root: str, record: dict[str, Any]) -> None:
     if record["kind"] == "namespace":
         inventory.destroy_namespace(root, record["name"])
     else:
-        from shmstore._arrays import delete
+        import shmstore
 
-        delete(record["name"], root=root)
+        shmstore.delete(record["name"], root=root)
 
 
 @main.command("gc")
@@ -816,14 +816,15 @@ def _other_end(spec: str, root: str, *, read_only: bool) -> Any:
 
 
 def _transfer_function(kind: str) -> Callable[..., Any]:
+    import shmstore
+
     try:
-        from shmstore import _transfer
-    except ImportError:
+        return getattr(shmstore, kind)
+    except (AttributeError, ImportError):
         raise click.ClickException(
             f"`shmstore {kind}` needs shmstore.{kind}(), which this installation of "
             "shmstore does not have; upgrade shmstore"
         ) from None
-    return getattr(_transfer, kind)
 
 
 def _run_transfer(kind: str, run: Callable[[], Any], as_json: bool) -> None:

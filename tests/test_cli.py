@@ -149,9 +149,7 @@ needs_arrays = pytest.mark.skipif(
 
 
 def create_array(name: str, shape: tuple[int, ...], dtype: str, **kwargs: Any) -> np.ndarray:
-    from shmstore._arrays import create
-
-    return create(name, shape, dtype, **kwargs)
+    return shmstore.create(name, shape, dtype, **kwargs)
 
 
 @needs_arrays

@@ -19,11 +19,17 @@ the old value or the new one, never a torn one (PITFALLS 5).
 Reads
 -----
 A read maps the chunk read-only and hands out a ``memoryview`` of the mapping
-(zero copy). Mappings are cached per process; each read validates its cached
-mapping with one ``stat`` of the key (inode, size and mtime change on every
-replace), so a replaced chunk is never served stale, whichever process or
-program replaced it. The cache holds at most :data:`MAX_MAPPINGS` mappings per
-namespace (``vm.max_map_count`` is 65,530 per process: PITFALLS 4).
+(zero copy). Mappings are cached per process, at most :data:`MAX_MAPPINGS` per
+namespace (``vm.max_map_count`` is 65,530 per process: PITFALLS 4). A cached
+mapping is checked with one ``stat`` of the key (inode, size and mtime change
+on every replace), but only when the namespace's *generation page*
+(``.shmstore/gen``) says that a shmstore writer replaced or deleted a key of
+its slot since the last check, or :data:`REVALIDATE_SECONDS` have passed: a
+repeated read costs no system call. A program that writes into the directory
+without shmstore (zarr's ``LocalStore`` on its path, say) does not bump the
+generation page, so a process that had cached the key may serve the previous
+value for up to :data:`REVALIDATE_SECONDS` (set it to 0 to check on every
+read). See docs/performance.md.
 
 Everything is relative to directory file descriptors opened with
 ``O_NOFOLLOW``, so neither a planted symlink in the (world-writable) root nor
@@ -47,6 +53,7 @@ import tempfile
 import threading
 import time
 import warnings
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from shmstore._errors import ForeignEntryError, SharedMemoryFullError
@@ -75,15 +82,14 @@ FORMAT_VERSION = 1
 MAX_NAME_BYTES = 255
 #: Upper bound on cached chunk mappings per namespace and process.
 MAX_MAPPINGS = int(os.environ.get("SHMSTORE_MAX_MAPPINGS", "8192"))
-#: Chunks up to this size are pre-faulted on mapping (MAP_POPULATE); larger
-#: ones (big shards read by byte range) fault lazily.
-POPULATE_LIMIT = 8 << 20
+#: Longest time a cached mapping is trusted on the generation page alone; after
+#: that a read checks it with a ``stat`` (which also catches non-shmstore writers).
+REVALIDATE_SECONDS = 1.0
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_MAP_FLAGS = mmap.MAP_SHARED
-_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_monotonic = time.monotonic
 
 _fallback_warned = False
 #: Filesystems that keep files in RAM; a root on anything else is file-backed.
@@ -284,6 +290,78 @@ def _as_bytes_view(data: Any) -> memoryview:
     return view
 
 
+#: The namespace's generation page: 512 slots of 64 bits, mapped by every process
+#: that opens the namespace. After each replace or delete of a key, a shmstore
+#: writer stores a fresh random token in the key's slot (slot 0: after removing
+#: a subtree). Random, not incremented: two writers that bump the same slot at
+#: once can never leave the value a reader saw before either of them.
+GEN = f"{META}/gen"
+_GEN_SLOTS = 512
+_GEN_BYTES = _GEN_SLOTS * 8
+
+
+def _gen_slot(key: str) -> int:
+    """The generation slot of *key* (the same in every process, unlike ``hash``)."""
+    return 1 + zlib.crc32(key.encode("utf-8", "surrogateescape")) % (_GEN_SLOTS - 1)
+
+
+def _open_generations(dir_fd: int, mode: int, *, create: bool = False) -> memoryview | None:
+    """Map the generation page of the namespace *dir_fd*; ``None`` where impossible.
+
+    A namespace made before the page existed gets one on first open. Without
+    one (a full or read-only filesystem), every read checks its cached mapping
+    with a ``stat``: always correct, only slower.
+    """
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(GEN, flags, mode, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None if create else _open_generations(dir_fd, mode, create=True)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        if st.st_size < _GEN_BYTES:
+            # Extends with zeros and never truncates: safe beside a concurrent opener.
+            os.posix_fallocate(fd, 0, _GEN_BYTES)
+            if mode & ~0o600 and st.st_uid == os.geteuid():
+                os.fchmod(fd, mode)
+        return memoryview(mmap.mmap(fd, _GEN_BYTES, flags=mmap.MAP_SHARED)).cast("Q")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class _Entry:
+    """A cached mapping of one key, and what it was last validated against."""
+
+    __slots__ = (
+        "deadline",
+        "gtok",
+        "ino",
+        "ktok",
+        "mtime",
+        "size",
+        "slot",
+        "view",
+        "wrap",
+        "wrapped",
+    )
+
+    def __init__(
+        self, view: memoryview, st: os.stat_result, slot: int, gtok: Any, ktok: Any
+    ) -> None:
+        self.view = view
+        self.ino, self.size, self.mtime = st.st_ino, st.st_size, st.st_mtime_ns
+        self.slot, self.gtok, self.ktok = slot, gtok, ktok
+        self.deadline = _monotonic() + REVALIDATE_SECONDS
+        self.wrap: Any = None
+        self.wrapped: Any = None
+
+
 def _dir_mode(mode: int) -> int:
     """Directory bits matching file *mode*: 0600 -> 0700, 0640 -> 0750, 0660 -> 0770."""
     return 0o700 | (mode & 0o066) | ((mode & 0o044) >> 2)
@@ -319,9 +397,9 @@ class Namespace:
         self._fd = dir_fd
         self._ino = os.fstat(dir_fd).st_ino
         self._tmp_fd = os.open(f"{META}/tmp", _O_DIR, dir_fd=dir_fd)
-        # key -> (view, st_ino, st_size, st_mtime_ns)
-        self._cache: dict[str, tuple[memoryview, int, int, int]] = {}
+        self._cache: dict[str, _Entry] = {}
         self._seq = 0
+        self._gen = _open_generations(dir_fd, self.mode)
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -452,6 +530,7 @@ class Namespace:
                     **extra,
                 }
                 _write_meta(tfd, meta)
+                _open_generations(tfd, mode, create=True)
                 if dmode != 0o700:
                     os.chmod(tfd, dmode)
             finally:
@@ -482,33 +561,66 @@ class Namespace:
         return st.st_ino == self._ino
 
     # ------------------------------------------------------------------ reads
-    def read(self, key: str) -> memoryview | None:
+    def read(self, key: str, wrap: Callable[[memoryview], Any] | None = None) -> Any:
         """Return a read-only view of the value of *key*, or ``None`` if missing.
 
         The view maps the segment directly (zero copy). It stays valid, showing
         the value as it was, even if the key is later replaced or deleted.
+
+        Parameters
+        ----------
+        wrap
+            If given, return ``wrap(view)`` instead, made once per mapping and
+            cached with it (the store wraps each chunk in a zarr buffer once,
+            not on every read). Pass the same callable every time.
         """
         ent = self._cache.get(key)
+        gen = self._gen
+        if (
+            ent is not None
+            and gen is not None
+            and gen[0] == ent.gtok
+            and gen[ent.slot] == ent.ktok
+            and _monotonic() < ent.deadline
+        ):
+            # No shmstore writer replaced or deleted a key of this slot since the
+            # mapping was last validated: no system call (issue 2 benchmark).
+            pass
+        else:
+            ent = self._validate(key, ent)
+            if ent is None:
+                return None
+        if wrap is None:
+            return ent.view
+        if ent.wrap is not wrap:
+            ent.wrapped = wrap(ent.view)
+            ent.wrap = wrap
+        return ent.wrapped
+
+    def _validate(self, key: str, ent: _Entry | None) -> _Entry | None:
+        """Check the cached mapping of *key* with one ``stat``; map the key anew if replaced."""
+        slot = _gen_slot(check_key(key)) if ent is None else ent.slot
+        gen = self._gen
+        # The tokens are read *before* the stat (or open): a replace that the
+        # stat misses bumps them after it, so the next read looks again.
+        gtok, ktok = (gen[0], gen[slot]) if gen is not None else (None, None)
         if ent is None:
-            check_key(key)
+            return self._map(key, slot, gtok, ktok)
         try:
             st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
-            if ent is not None:
-                self._cache.pop(key, None)
+            self._cache.pop(key, None)
             return None
-        if (
-            ent is not None
-            and ent[1] == st.st_ino
-            and ent[2] == st.st_size
-            and ent[3] == st.st_mtime_ns
-        ):
-            return ent[0]
+        if ent.ino == st.st_ino and ent.size == st.st_size and ent.mtime == st.st_mtime_ns:
+            ent.gtok, ent.ktok = gtok, ktok
+            ent.deadline = _monotonic() + REVALIDATE_SECONDS
+            return ent
         if not stat.S_ISREG(st.st_mode):
+            self._cache.pop(key, None)
             return None
-        return self._map(key)
+        return self._map(key, slot, gtok, ktok)
 
-    def _map(self, key: str) -> memoryview | None:
+    def _map(self, key: str, slot: int, gtok: Any, ktok: Any) -> _Entry | None:
         parent, _, base = key.rpartition("/")
         try:
             pfd = self._open_dir(parent) if parent else self._fd
@@ -517,19 +629,29 @@ class Namespace:
         try:
             fd = os.open(base, _O_READ, dir_fd=pfd)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            self._cache.pop(key, None)
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None  # a symlink: never followed, never a value
+            raise
         finally:
             if parent:
                 os.close(pfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
+                self._cache.pop(key, None)
                 return None
             if st.st_size == 0:
                 view = memoryview(b"")
             else:
-                flags = _MAP_FLAGS | (_MAP_POPULATE if st.st_size <= POPULATE_LIMIT else 0)
-                view = memoryview(mmap.mmap(fd, st.st_size, flags=flags, prot=mmap.PROT_READ))
+                # No MAP_POPULATE: read faults map 16 pages at a time (fault-around),
+                # which costs less than populating up front (issue 2 benchmark: a
+                # first read of a 64 KiB chunk 42 -> 32 us, of a 1 MiB one 234 -> 211).
+                view = memoryview(
+                    mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+                )
         finally:
             os.close(fd)
         cache = self._cache
@@ -539,8 +661,8 @@ class Namespace:
             # pinning them.
             for old in list(cache)[: max(1, MAX_MAPPINGS // 8)]:
                 cache.pop(old, None)
-        cache[key] = (view, st.st_ino, st.st_size, st.st_mtime_ns)
-        return view
+        ent = cache[key] = _Entry(view, st, slot, gtok, ktok)
+        return ent
 
     def size(self, key: str) -> int | None:
         """Return the exact length of *key* in bytes, or ``None`` if missing."""
@@ -640,6 +762,7 @@ class Namespace:
                     os.unlink(tmp, dir_fd=tfd)
                 else:
                     os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
+                self._bump(key)
                 return True
             except FileNotFoundError:
                 # The parent was pruned by a concurrent delete after we opened
@@ -697,6 +820,12 @@ class Namespace:
                         f"{path!r} is itself a key (or a foreign entry)",
                     ) from None
 
+    def _bump(self, key: str | None) -> None:
+        """Tell every process's mapping cache that *key* (``None``: any key) changed."""
+        gen = self._gen
+        if gen is not None:
+            gen[0 if key is None else _gen_slot(key)] = random.getrandbits(64)
+
     def _check_alive(self) -> None:
         if os.fstat(self._fd).st_nlink == 0:
             raise FileNotFoundError(
@@ -714,6 +843,7 @@ class Namespace:
             return False
         finally:
             self._cache.pop(key, None)
+        self._bump(key)
         self._prune(key.rpartition("/")[0])
         return True
 
@@ -758,6 +888,7 @@ class Namespace:
                     os.rename(name, trash, src_dir_fd=pfd, dst_dir_fd=self._fd)
                 except FileNotFoundError:
                     continue
+                self._bump(None)
                 _rmtree_at(trash, self._fd)
         finally:
             if pfd != self._fd:
@@ -827,6 +958,7 @@ class Namespace:
                 pass
             else:
                 _rmtree_at(trash, rfd)
+        self._bump(None)
         self._cache.clear()
         with _registry_lock:
             if _registry.get((self.root, self.name)) is self:

@@ -17,7 +17,7 @@ from zarr.core.buffer import Buffer, default_buffer_prototype
 from shmstore._segments import Namespace, check_name, resolve_root
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from zarr.core.buffer import BufferPrototype
@@ -26,6 +26,17 @@ if TYPE_CHECKING:
     from shmstore._tiering import Tiers
 
 __all__ = ["SharedMemoryStore", "scoped"]
+
+
+_wrappers: dict[type[Buffer], Callable[[memoryview], Buffer]] = {}
+
+
+def _wrapper(cls: type[Buffer]) -> Callable[[memoryview], Buffer]:
+    """The same ``cls.from_bytes`` object on every call: the namespace caches by it."""
+    fn = _wrappers.get(cls)
+    if fn is None:
+        fn = _wrappers.setdefault(cls, cls.from_bytes)
+    return fn
 
 
 def _slice(view: memoryview, byte_range: ByteRequest | None) -> memoryview:
@@ -239,15 +250,21 @@ class SharedMemoryStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
-        view = self._handle().read(key)
-        if view is None:
-            # A tiered namespace may hold the key in its spill tier.
-            return None if self._tiers is None else self._tiers.get_sync(key, prototype, byte_range)
+        ns = self._ns or self._handle()
         if prototype is None:
             prototype = default_buffer_prototype()
-        if byte_range is not None:
-            view = _slice(view, byte_range)
-        return prototype.buffer.from_bytes(view)
+        if byte_range is None:
+            # The buffer over a chunk's mapping is made once and reused while the
+            # mapping is valid (its memory is read-only, like the view's): a
+            # repeated read is a dict lookup and two loads (docs/performance.md).
+            buf = ns.read(key, _wrapper(prototype.buffer))
+        else:
+            view = ns.read(key)
+            buf = None if view is None else prototype.buffer.from_bytes(_slice(view, byte_range))
+        if buf is None and self._tiers is not None:
+            # A tiered namespace may hold the key in its spill tier.
+            return self._tiers.get_sync(key, prototype, byte_range)
+        return buf
 
     def set_sync(self, key: str, value: Buffer) -> None:
         """Synchronous :meth:`set` (zarr's ``SupportsSetSync``)."""

@@ -1,7 +1,7 @@
 """``SharedMemoryFileSystem``: the fsspec face of shared-memory namespaces (protocol ``shm``).
 
 URLs are ``shm://<namespace>/<key>``. The filesystem is a second view of the
-very segments :class:`~shmstore.SharedMemoryStore` serves: a file written with
+very keys :class:`~shmstore.SharedMemoryStore` serves: a file written with
 ``fs.pipe_file("shm://ns/a/b", ...)`` is the key ``a/b`` of
 ``SharedMemoryStore("ns")`` and the reverse.
 
@@ -23,12 +23,22 @@ Speed
 -----
 zarr wraps a synchronous fsspec filesystem in a thread-hopping adapter, so this
 class is an :class:`fsspec.asyn.AsyncFileSystem` (``async_impl = True``, PITFALLS
-11). Every operation is written once as a synchronous method that touches shared
-memory directly; the coroutines fsspec and zarr call run it in place, without
-a thread hop. The coroutine ``_cat_file`` returns a read-only ``memoryview`` of
-the mapped segment (zero copy: zarr's ``FsspecStore.get`` wraps it in a
-``Buffer`` as it is), while the public synchronous ``cat_file``, ``cat`` and
-``cat_ranges`` return ``bytes`` as fsspec users expect.
+11). Each operation is written once, as a coroutine over the segment layer that
+never suspends for a plain namespace: zarr awaits it on its own loop, and the
+public synchronous methods run it to completion in place (no loop, no thread
+hop). The coroutine ``_cat_file`` returns a read-only ``memoryview`` of the
+mapped segment (zero copy: zarr's ``FsspecStore.get`` wraps it in a ``Buffer``
+as it is), while the synchronous ``cat_file``, ``cat`` and ``cat_ranges``
+return ``bytes`` as fsspec users expect.
+
+Tiered namespaces
+-----------------
+A namespace with a capacity or a spill store (:mod:`shmstore._tiering`) keeps
+some keys outside shared memory and accounts for the bytes it holds. For such a
+namespace the filesystem routes key reads that miss, and every write, delete
+and listing, through a :class:`SharedMemoryStore` of it, so the URL route sees
+spilled keys and respects the capacity; synchronous calls then run on fsspec's
+I/O loop, since the spill store may do real I/O.
 """
 
 from __future__ import annotations
@@ -40,10 +50,11 @@ import io
 import mmap
 import os
 import stat
+import weakref
 from glob import has_magic
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fsspec.asyn import AsyncFileSystem
+from fsspec.asyn import AsyncFileSystem, get_loop, sync
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
@@ -51,12 +62,31 @@ from shmstore._errors import ForeignEntryError
 from shmstore._segments import META, Namespace, check_key, resolve_root
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Coroutine, Iterable
+
+    from shmstore._store import SharedMemoryStore
 
 __all__ = ["SharedMemoryFile", "SharedMemoryFileSystem"]
 
 _DIR = "directory"
 _FILE = "file"
+
+#: (type, size, mtime) of an entry inside a namespace; mtime is None for spilled keys.
+_Stat = tuple[str, int, "float | None"]
+
+
+def _now(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that never suspends to completion, in place.
+
+    The operations on plain namespaces only touch shared memory, so their
+    coroutines finish on the first step, without an event loop.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a shared-memory operation suspended; it needs an event loop")
 
 
 class _RootResolvingCache(type(AsyncFileSystem)):  # type: ignore[misc]
@@ -128,6 +158,8 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         super().__init__(**kwargs)
         self.root = resolve_root(root)
         self.mode = mode
+        # namespace name -> (its handle, the store to route through if tiered)
+        self._tiering: dict[str, tuple[weakref.ref[Namespace], SharedMemoryStore | None]] = {}
 
     # ------------------------------------------------------------------ paths
     @classmethod
@@ -184,28 +216,125 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         return sorted(names)
 
     @staticmethod
-    def _entry(path: str, st: os.stat_result) -> dict[str, Any]:
-        if stat.S_ISDIR(st.st_mode):
-            return {"name": path, "size": 0, "type": _DIR, "mtime": st.st_mtime}
-        return {"name": path, "size": st.st_size, "type": _FILE, "mtime": st.st_mtime}
+    def _info_dict(path: str, st: _Stat) -> dict[str, Any]:
+        kind, size, mtime = st
+        out: dict[str, Any] = {"name": path, "size": size, "type": kind}
+        if mtime is not None:
+            out["mtime"] = mtime
+        return out
 
-    def _lstat(self, ns: Namespace, key: str, path: str) -> os.stat_result:
-        try:
-            st = ns.lstat(key)
-        except ValueError as e:
-            raise FileNotFoundError(errno.ENOENT, str(e), path) from e
-        if st is None:
-            raise FileNotFoundError(
-                errno.ENOENT, f"no key or directory {key!r} in namespace {ns.name!r}", path
-            )
-        return st
+    # ------------------------------------------------------------- tiering
+    def _tiered(self, ns: Namespace) -> SharedMemoryStore | None:
+        """The store to route *ns*'s keys through if it is tiered, else ``None``.
 
-    # ------------------------------------------------------------ sync core
-    # Each operation is one synchronous method over the segment layer; the
-    # coroutines below call them in place (a thread hop would cost more than
-    # the memory work).
-    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        # docstring inherited
+        Decided once per namespace handle, as ``SharedMemoryStore`` does.
+        """
+        ent = self._tiering.get(ns.name)
+        if ent is not None and ent[0]() is ns:
+            return ent[1]
+        from shmstore._tiering import tiers_for
+
+        store = None
+        if tiers_for(ns, read_only=True) is not None:
+            from shmstore._store import SharedMemoryStore
+
+            store = SharedMemoryStore(ns.name, root=ns.root)
+        self._tiering[ns.name] = (weakref.ref(ns), store)
+        return store
+
+    def _run(self, paths: Iterable[str], coro: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run the coroutine function *coro* for a synchronous caller.
+
+        In place for plain namespaces; on fsspec's I/O loop if one of *paths*
+        lies in a tiered namespace (its spill store may really wait on I/O).
+        """
+        for path in paths:
+            name = self._split(path)[0]
+            if not name:
+                continue
+            try:
+                ns = Namespace.open(name, self.root, create=False)
+            except (OSError, ValueError):
+                continue  # missing or foreign: the operation reports it
+            if self._tiered(ns) is not None:
+                return sync(get_loop(), coro, *args, **kwargs)
+        return _now(coro(*args, **kwargs))
+
+    # ---------------------------------------------------- key-level primitives
+    # Each is a coroutine that does its shared-memory work without suspending,
+    # and awaits the namespace's store only when the namespace is tiered.
+    async def _kstat(self, ns: Namespace, key: str) -> _Stat | None:
+        st = ns.lstat(key)
+        if st is not None:
+            if stat.S_ISDIR(st.st_mode):
+                return (_DIR, 0, st.st_mtime)
+            return (_FILE, st.st_size, st.st_mtime)
+        store = self._tiered(ns)
+        if store is None:
+            return None
+        if await store.exists(key):
+            return (_FILE, await store.getsize(key), None)
+        async for _ in store.list_dir(key):
+            return (_DIR, 0, None)
+        return None
+
+    async def _kread(self, ns: Namespace, key: str) -> memoryview | None:
+        view = ns.read(key)
+        if view is not None:
+            return view
+        store = self._tiered(ns)
+        if store is None:
+            return None
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = await store.get(key, default_buffer_prototype())
+        return None if buf is None else memoryview(buf.as_numpy_array())
+
+    async def _kwrite(self, ns: Namespace, key: str, value: Any, exclusive: bool) -> bool:
+        store = self._tiered(ns)
+        if store is None:
+            return ns.write(key, value, exclusive=exclusive)
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = default_buffer_prototype().buffer.from_bytes(memoryview(value))
+        if exclusive:
+            if await store.exists(key):
+                return False
+            await store.set_if_not_exists(key, buf)
+        else:
+            await store.set(key, buf)
+        return True
+
+    async def _kdelete(self, ns: Namespace, key: str) -> bool:
+        store = self._tiered(ns)
+        if store is None:
+            return ns.delete(key)
+        if not await store.exists(key):
+            return False
+        await store.delete(key)
+        return True
+
+    async def _kdelete_dir(self, ns: Namespace, key: str) -> None:
+        store = self._tiered(ns)
+        if store is None:
+            ns.delete_prefix(key)
+        else:
+            await store.delete_dir(key)
+
+    async def _klist_dir(self, ns: Namespace, key: str) -> list[str]:
+        store = self._tiered(ns)
+        if store is None:
+            return sorted(ns.list_dir(key))
+        return sorted({name async for name in store.list_dir(key)})
+
+    async def _kkeys(self, ns: Namespace, prefix: str) -> list[str]:
+        store = self._tiered(ns)
+        if store is None:
+            return sorted(ns.iter_keys(prefix))
+        return sorted({k async for k in store.list_prefix(prefix)})
+
+    # ------------------------------------------------------------ coroutines
+    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         path = self._strip_protocol(path)
         if not path:
             return {"name": "", "size": 0, "type": _DIR}
@@ -216,69 +345,63 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             raise FileNotFoundError(errno.ENOENT, str(e), path) from e
         if not key:
             return {"name": name, "size": 0, "type": _DIR}
-        return self._entry(path, self._lstat(ns, key, path))
-
-    def exists(self, path: str, **kwargs: Any) -> bool:
-        # docstring inherited
         try:
-            self.info(path)
+            st = await self._kstat(ns, key)
+        except ValueError as e:  # a key that cannot exist (".shmstore/...", "a//b")
+            raise FileNotFoundError(errno.ENOENT, str(e), path) from e
+        if st is None:
+            raise FileNotFoundError(
+                errno.ENOENT, f"no key or directory {key!r} in namespace {name!r}", path
+            )
+        return self._info_dict(path, st)
+
+    async def _exists(self, path: str, **kwargs: Any) -> bool:
+        try:
+            await self._info(path)
         except (FileNotFoundError, PermissionError):
             return False
         return True
 
-    def isdir(self, path: str) -> bool:
-        # docstring inherited
+    async def _isdir(self, path: str) -> bool:
         try:
-            return self.info(path)["type"] == _DIR
+            return (await self._info(path))["type"] == _DIR
         except OSError:
             return False
 
-    def isfile(self, path: str) -> bool:
-        # docstring inherited
+    async def _isfile(self, path: str) -> bool:
         try:
-            return self.info(path)["type"] == _FILE
+            return (await self._info(path))["type"] == _FILE
         except OSError:
             return False
 
-    def size(self, path: str) -> int:
-        # docstring inherited
-        return int(self.info(path)["size"])
+    async def _size(self, path: str) -> int:
+        return int((await self._info(path))["size"])
 
-    def modified(self, path: str) -> datetime.datetime:
-        """Time of the last change of *path* (UTC)."""
-        info = self.info(path)
-        mtime = info.get("mtime")
-        if mtime is None:  # the root or a namespace: its directory's time
-            where = os.path.join(self.root, info["name"]) if info["name"] else self.root
-            mtime = os.stat(where, follow_symlinks=False).st_mtime
-        return datetime.datetime.fromtimestamp(mtime, tz=datetime.UTC)
-
-    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        # docstring inherited
+    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         path = self._strip_protocol(path)
         if not path:
             names = self._namespaces()
-            if detail:
-                return [{"name": n, "size": 0, "type": _DIR} for n in names]
-            return names
+            return [{"name": n, "size": 0, "type": _DIR} for n in names] if detail else names
         name, _, key = path.partition("/")
         ns = self._handle(name)
         if key:
-            st = self._lstat(ns, key, path)
-            if not stat.S_ISDIR(st.st_mode):
-                return [self._entry(path, st)] if detail else [path]
-        entries = sorted(ns.list_dir(key))
+            info = await self._info(path)
+            if info["type"] == _FILE:
+                return [info] if detail else [path]
+        entries = await self._klist_dir(ns, key)
         if not detail:
             return [f"{path}/{e}" for e in entries]
         out = []
         for e in entries:
-            st = ns.lstat(f"{key}/{e}" if key else e)
+            st = await self._kstat(ns, f"{key}/{e}" if key else e)
             if st is not None:  # removed meanwhile
-                out.append(self._entry(f"{path}/{e}", st))
+                out.append(self._info_dict(f"{path}/{e}", st))
         return out
 
-    def _read(self, path: str, start: int | None = None, end: int | None = None) -> memoryview:
-        """Zero-copy read-only view of the value at *path* (sliced like ``bytes``)."""
+    async def _read(
+        self, path: str, start: int | None = None, end: int | None = None
+    ) -> memoryview:
+        """Read-only view of the value at *path*, sliced like ``bytes`` (zero copy)."""
         name, key = self._split(path)
         if not key:
             raise IsADirectoryError(
@@ -287,10 +410,10 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 path,
             )
         ns = self._handle(name)
-        view = ns.read(key)
+        view = await self._kread(ns, key)
         if view is None:
-            st = ns.lstat(key)
-            if st is not None and stat.S_ISDIR(st.st_mode):
+            st = await self._kstat(ns, key)
+            if st is not None and st[0] == _DIR:
                 raise IsADirectoryError(
                     errno.EISDIR, f"{key!r} in namespace {name!r} is a directory", path
                 )
@@ -299,258 +422,12 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             view = view[start:end]
         return view
 
-    def cat_file(
-        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
-    ) -> bytes:
-        # docstring inherited
-        return bytes(self._read(path, start, end))
-
-    def cat(
-        self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any
-    ) -> Any:
-        # docstring inherited (fsspec's synchronous version: values are bytes)
-        return AbstractFileSystem.cat(self, path, recursive=recursive, on_error=on_error, **kwargs)
-
-    def cat_ranges(
-        self,
-        paths: list[str],
-        starts: Any,
-        ends: Any,
-        max_gap: int | None = None,
-        on_error: str = "return",
-        **kwargs: Any,
-    ) -> list[Any]:
-        # docstring inherited (fsspec's synchronous version: values are bytes)
-        return AbstractFileSystem.cat_ranges(
-            self, paths, starts, ends, max_gap=max_gap, on_error=on_error, **kwargs
-        )
-
-    def pipe_file(self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any) -> None:
-        # docstring inherited
-        if mode not in ("overwrite", "create"):
-            raise ValueError(f"pipe_file mode must be 'overwrite' or 'create', got {mode!r}")
-        name, key = self._split(path)
-        if not key:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"cannot write to shm://{name}: it names a namespace; write shm://{name}/<key>",
-                path,
-            )
-        check_key(key)
-        ns = self._handle(name, create=True)
-        if isinstance(value, str):
-            raise TypeError(f"pipe_file value for {path!r} must be bytes-like, not str")
-        if not ns.write(key, value, exclusive=mode == "create"):
-            raise FileExistsError(
-                errno.EEXIST, f"key {key!r} already exists in namespace {name!r}", path
-            )
-
-    def rm_file(self, path: str) -> None:
-        # docstring inherited
-        name, key = self._split(path)
-        if not key:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"shm://{name} is a namespace; remove it with rm({name!r}, recursive=True)",
-                path,
-            )
-        ns = self._handle(name)
-        if ns.delete(key):
-            return
-        st = self._lstat(ns, key, path)
-        if stat.S_ISDIR(st.st_mode) and next(iter(ns.list_dir(key)), None) is not None:
-            raise IsADirectoryError(
-                errno.EISDIR, f"{key!r} in namespace {name!r} is a directory", path
-            )
-
-    def _rm_tree(self, path: str) -> None:
-        name, key = self._split(path)
-        if not name:
-            raise ValueError(
-                f"refusing to remove every namespace in {self.root}; remove them by name"
-            )
-        ns = self._handle(name)
-        if not key:
-            ns.destroy()
-            return
-        st = self._lstat(ns, key, path)
-        if stat.S_ISDIR(st.st_mode):
-            ns.delete_prefix(key)
-        else:
-            ns.delete(key)
-
-    def _rm_entry(self, path: str, recursive: bool) -> None:
-        """Remove one path of an expanded listing (children come first)."""
-        name, key = self._split(path)
-        if not name:
-            raise ValueError(
-                f"refusing to remove every namespace in {self.root}; remove them by name"
-            )
-        ns = self._handle(name)
-        if not key:
-            if next(ns.iter_keys(""), None) is None:
-                ns.destroy()
-            elif not recursive:
-                raise IsADirectoryError(
-                    errno.EISDIR,
-                    f"shm://{name} is a namespace with keys; pass recursive=True to destroy it",
-                    path,
-                )
-            return
-        st = ns.lstat(key)
-        if st is None:
-            if recursive:
-                return  # an implicit directory, pruned with its last key
-            raise FileNotFoundError(errno.ENOENT, f"no key {key!r} in namespace {name!r}", path)
-        if not stat.S_ISDIR(st.st_mode):
-            ns.delete(key)
-        elif not recursive and next(iter(ns.list_dir(key)), None) is not None:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"{key!r} in namespace {name!r} is a directory; pass recursive=True",
-                path,
-            )
-
-    def rmdir(self, path: str) -> None:
-        # docstring inherited
-        name, key = self._split(path)
-        ns = self._handle(name)
-        if key:
-            st = self._lstat(ns, key, path)
-            if not stat.S_ISDIR(st.st_mode):
-                raise NotADirectoryError(errno.ENOTDIR, f"{key!r} is a key, not a directory", path)
-        if next(ns.iter_keys(f"{key}/" if key else ""), None) is not None:
-            raise OSError(errno.ENOTEMPTY, f"{path!r} is not empty", path)
-        if not key:
-            ns.destroy()
-        # an empty directory inside a namespace is implicit: nothing to remove
-
-    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        """Create a namespace; inside one, only make sure the namespace exists.
-
-        Directories inside a namespace are implicit (see the module notes).
-
-        Raises
-        ------
-        FileExistsError
-            If *path* is an existing namespace or key.
-        FileNotFoundError
-            If the namespace is missing and *create_parents* is false.
-        """
-        name, key = self._split(path)
-        if not name:
-            raise FileExistsError(errno.EEXIST, f"the root {self.root} exists", path)
-        if not key:
-            if self.exists(name):
-                raise FileExistsError(
-                    errno.EEXIST, f"namespace {name!r} already exists in {self.root}", path
-                )
-            self._handle(name, create=True)
-            return
-        check_key(key)
-        ns = self._handle(name, create=create_parents)
-        st = ns.lstat(key)
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
-
-    def makedirs(self, path: str, exist_ok: bool = False) -> None:
-        # docstring inherited
-        name, key = self._split(path)
-        if not name:
-            if not exist_ok:
-                raise FileExistsError(errno.EEXIST, f"the root {self.root} exists", path)
-            return
-        if key:
-            check_key(key)
-        existed = self.exists(path)
-        if existed and not exist_ok:
-            raise FileExistsError(errno.EEXIST, f"{path!r} already exists", path)
-        ns = self._handle(name, create=True)
-        if key:
-            st = ns.lstat(key)
-            if st is not None and not stat.S_ISDIR(st.st_mode):
-                raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
-
-    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        # docstring inherited
-        if self.isdir(path1):
-            self.makedirs(path2, exist_ok=True)
-            return
-        self.pipe_file(path2, self._read(path1))
-
-    def get_file(self, rpath: str, lpath: Any, **kwargs: Any) -> None:
-        # docstring inherited
-        if self.isdir(rpath):
-            os.makedirs(lpath, exist_ok=True)
-            return
-        view = self._read(rpath)
-        if hasattr(lpath, "write"):
-            lpath.write(view)
-            return
-        with open(lpath, "wb") as f:
-            f.write(view)
-
-    def put_file(self, lpath: Any, rpath: str, mode: str = "overwrite", **kwargs: Any) -> None:
-        # docstring inherited
-        if hasattr(lpath, "read"):
-            self.pipe_file(rpath, lpath.read(), mode=mode)
-            return
-        if os.path.isdir(lpath):
-            self.makedirs(rpath, exist_ok=True)
-            return
-        with open(lpath, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                self.pipe_file(rpath, b"", mode=mode)
-                return
-            # Map the local file instead of reading it into a bytes object.
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-                self.pipe_file(rpath, m, mode=mode)
-
-    def _open(
-        self,
-        path: str,
-        mode: str = "rb",
-        block_size: Any = None,
-        autocommit: bool = True,
-        cache_options: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> SharedMemoryFile:
-        # docstring inherited
-        return SharedMemoryFile(
-            self,
-            path,
-            mode,
-            block_size=block_size,
-            autocommit=autocommit,
-            cache_options=cache_options,
-            **kwargs,
-        )
-
-    # ------------------------------------------------------------ coroutines
-    async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
-        return self.info(path, **kwargs)
-
-    async def _exists(self, path: str, **kwargs: Any) -> bool:
-        return self.exists(path, **kwargs)
-
-    async def _isdir(self, path: str) -> bool:
-        return self.isdir(path)
-
-    async def _isfile(self, path: str) -> bool:
-        return self.isfile(path)
-
-    async def _size(self, path: str) -> int:
-        return self.size(path)
-
-    async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
-        return self.ls(path, detail=detail, **kwargs)
-
     async def _cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> memoryview:
         # A read-only view of the mapping, not bytes: zarr's FsspecStore.get
         # wraps it as it is, so the URL route reads without a copy (PITFALLS 11).
-        return self._read(path, start, end)
+        return await self._read(path, start, end)
 
     async def _cat_ranges(
         self,
@@ -574,7 +451,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         out: list[Any] = []
         for p, s, e in zip(paths, starts, ends, strict=True):
             try:
-                out.append(self._read(p, s, e))
+                out.append(await self._read(p, s, e))
             except Exception as ex:
                 if on_error != "return":
                     raise
@@ -584,10 +461,88 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
     async def _pipe_file(
         self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any
     ) -> None:
-        self.pipe_file(path, value, mode=mode, **kwargs)
+        if mode not in ("overwrite", "create"):
+            raise ValueError(f"pipe_file mode must be 'overwrite' or 'create', got {mode!r}")
+        name, key = self._split(path)
+        if not key:
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"cannot write to shm://{name}: it names a namespace; write shm://{name}/<key>",
+                path,
+            )
+        if isinstance(value, str):
+            raise TypeError(f"pipe_file value for {path!r} must be bytes-like, not str")
+        check_key(key)
+        ns = self._handle(name, create=True)
+        if not await self._kwrite(ns, key, value, mode == "create"):
+            raise FileExistsError(
+                errno.EEXIST, f"key {key!r} already exists in namespace {name!r}", path
+            )
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
-        self.rm_file(path)
+        name, key = self._split(path)
+        if not key:
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"shm://{name} is a namespace; remove it with rm({name!r}, recursive=True)",
+                path,
+            )
+        ns = self._handle(name)
+        if await self._kdelete(ns, key):
+            return
+        info = await self._info(path)  # FileNotFoundError if missing
+        if info["type"] == _DIR and await self._klist_dir(ns, key):
+            raise IsADirectoryError(
+                errno.EISDIR, f"{key!r} in namespace {name!r} is a directory", path
+            )
+
+    async def _rm_tree(self, path: str) -> None:
+        name, key = self._split(path)
+        if not name:
+            raise ValueError(
+                f"refusing to remove every namespace in {self.root}; remove them by name"
+            )
+        ns = self._handle(name)
+        if not key:
+            ns.destroy()
+            return
+        info = await self._info(path)
+        if info["type"] == _DIR:
+            await self._kdelete_dir(ns, key)
+        else:
+            await self._kdelete(ns, key)
+
+    async def _rm_entry(self, path: str, recursive: bool) -> None:
+        """Remove one path of an expanded listing (children come first)."""
+        name, key = self._split(path)
+        if not name:
+            raise ValueError(
+                f"refusing to remove every namespace in {self.root}; remove them by name"
+            )
+        ns = self._handle(name)
+        if not key:
+            if not await self._kkeys(ns, ""):
+                ns.destroy()
+            elif not recursive:
+                raise IsADirectoryError(
+                    errno.EISDIR,
+                    f"shm://{name} is a namespace with keys; pass recursive=True to destroy it",
+                    path,
+                )
+            return
+        st = await self._kstat(ns, key)
+        if st is None:
+            if recursive:
+                return  # an implicit directory, pruned with its last key
+            raise FileNotFoundError(errno.ENOENT, f"no key {key!r} in namespace {name!r}", path)
+        if st[0] == _FILE:
+            await self._kdelete(ns, key)
+        elif not recursive and await self._klist_dir(ns, key):
+            raise IsADirectoryError(
+                errno.EISDIR,
+                f"{key!r} in namespace {name!r} is a directory; pass recursive=True",
+                path,
+            )
 
     async def _rm(
         self,
@@ -607,28 +562,86 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 else:
                     tops.append(self._strip_protocol(p))
             for p in _outermost(tops):
-                self._rm_tree(p)
+                await self._rm_tree(p)
             return
         paths = await self._expand_path(path, recursive=recursive, maxdepth=maxdepth)
         for p in reversed(paths):
-            self._rm_entry(p, recursive)
+            await self._rm_entry(p, recursive)
+
+    async def _rmdir(self, path: str) -> None:
+        name, key = self._split(path)
+        ns = self._handle(name)
+        if key and (await self._info(path))["type"] != _DIR:
+            raise NotADirectoryError(errno.ENOTDIR, f"{key!r} is a key, not a directory", path)
+        if await self._kkeys(ns, f"{key}/" if key else ""):
+            raise OSError(errno.ENOTEMPTY, f"{path!r} is not empty", path)
+        if not key:
+            ns.destroy()
+        # an empty directory inside a namespace is implicit: nothing to remove
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
-        self.mkdir(path, create_parents=create_parents, **kwargs)
+        name, key = self._split(path)
+        if not name:
+            raise FileExistsError(errno.EEXIST, f"the root {self.root} exists", path)
+        if not key:
+            if await self._exists(name):
+                raise FileExistsError(
+                    errno.EEXIST, f"namespace {name!r} already exists in {self.root}", path
+                )
+            self._handle(name, create=True)
+            return
+        check_key(key)
+        self._handle(name, create=create_parents)
+        if await self._isfile(path):
+            raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
 
     async def _makedirs(self, path: str, exist_ok: bool = False) -> None:
-        self.makedirs(path, exist_ok=exist_ok)
+        name, key = self._split(path)
+        if not name:
+            if not exist_ok:
+                raise FileExistsError(errno.EEXIST, f"the root {self.root} exists", path)
+            return
+        if key:
+            check_key(key)
+        if not exist_ok and await self._exists(path):
+            raise FileExistsError(errno.EEXIST, f"{path!r} already exists", path)
+        self._handle(name, create=True)
+        if key and await self._isfile(path):
+            raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
 
     async def _cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
-        self.cp_file(path1, path2, **kwargs)
+        if await self._isdir(path1):
+            await self._makedirs(path2, exist_ok=True)
+            return
+        await self._pipe_file(path2, await self._read(path1))
 
     async def _get_file(self, rpath: str, lpath: Any, **kwargs: Any) -> None:
-        self.get_file(rpath, lpath, **kwargs)
+        if await self._isdir(rpath):
+            os.makedirs(lpath, exist_ok=True)
+            return
+        view = await self._read(rpath)
+        if hasattr(lpath, "write"):
+            lpath.write(view)
+            return
+        with open(lpath, "wb") as f:
+            f.write(view)
 
     async def _put_file(
         self, lpath: Any, rpath: str, mode: str = "overwrite", **kwargs: Any
     ) -> None:
-        self.put_file(lpath, rpath, mode=mode, **kwargs)
+        if hasattr(lpath, "read"):
+            await self._pipe_file(rpath, lpath.read(), mode=mode)
+            return
+        if os.path.isdir(lpath):
+            await self._makedirs(rpath, exist_ok=True)
+            return
+        with open(lpath, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                await self._pipe_file(rpath, b"", mode=mode)
+                return
+            # Map the local file instead of reading it into a bytes object.
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                await self._pipe_file(rpath, m, mode=mode)
 
     async def _find(
         self, path: str, maxdepth: int | None = None, withdirs: bool = False, **kwargs: Any
@@ -640,23 +653,151 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             return await super()._find(
                 path, maxdepth=maxdepth, withdirs=withdirs, detail=detail, **kwargs
             )
-        # Fast path (zarr's list and list_prefix): one walk of the segment layer.
+        # Fast path (zarr's list and list_prefix): one walk of the namespace.
         try:
             ns = self._handle(name)
-            st = ns.lstat(key) if key else None
+            st = await self._kstat(ns, key) if key else None
         except (FileNotFoundError, ForeignEntryError, ValueError):
             return {} if detail else []
-        if st is not None and not stat.S_ISDIR(st.st_mode):
-            return {path: self._entry(path, st)} if detail else [path]
-        names = sorted(ns.iter_keys(f"{key}/" if key else ""))
+        if st is not None and st[0] == _FILE:
+            return {path: self._info_dict(path, st)} if detail else [path]
+        keys = await self._kkeys(ns, f"{key}/" if key else "")
         if not detail:
-            return [f"{name}/{k}" for k in names]
+            return [f"{name}/{k}" for k in keys]
         out = {}
-        for k in names:
-            kst = ns.lstat(k)
+        for k in keys:
+            kst = await self._kstat(ns, k)
             if kst is not None:
-                out[f"{name}/{k}"] = self._entry(f"{name}/{k}", kst)
+                out[f"{name}/{k}"] = self._info_dict(f"{name}/{k}", kst)
         return out
+
+    # ----------------------------------------------------- synchronous API
+    # fsspec would run each coroutine on its I/O thread; these run them in
+    # place instead (see _run), and give bytes where fsspec users expect bytes.
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
+        # docstring inherited
+        return self._run([path], self._info, path)
+
+    def exists(self, path: str, **kwargs: Any) -> bool:
+        # docstring inherited
+        return self._run([path], self._exists, path)
+
+    def isdir(self, path: str) -> bool:
+        # docstring inherited
+        return self._run([path], self._isdir, path)
+
+    def isfile(self, path: str) -> bool:
+        # docstring inherited
+        return self._run([path], self._isfile, path)
+
+    def size(self, path: str) -> int:
+        # docstring inherited
+        return self._run([path], self._size, path)
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
+        # docstring inherited
+        return self._run([path], self._ls, path, detail=detail)
+
+    def modified(self, path: str) -> datetime.datetime:
+        """Time of the last change of *path* (UTC)."""
+        info = self.info(path)
+        mtime = info.get("mtime")
+        if mtime is None:  # the root, a namespace or a spilled key: its directory's time
+            name = info["name"].partition("/")[0]
+            where = os.path.join(self.root, name) if name else self.root
+            mtime = os.stat(where, follow_symlinks=False).st_mtime
+        return datetime.datetime.fromtimestamp(mtime, tz=datetime.UTC)
+
+    def _read_now(self, path: str, start: int | None = None, end: int | None = None) -> memoryview:
+        return self._run([path], self._read, path, start, end)
+
+    def cat_file(
+        self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
+    ) -> bytes:
+        # docstring inherited
+        return bytes(self._read_now(path, start, end))
+
+    def cat(
+        self, path: Any, recursive: bool = False, on_error: str = "raise", **kwargs: Any
+    ) -> Any:
+        # docstring inherited (fsspec's synchronous version: values are bytes)
+        return AbstractFileSystem.cat(self, path, recursive=recursive, on_error=on_error, **kwargs)
+
+    def cat_ranges(
+        self,
+        paths: list[str],
+        starts: Any,
+        ends: Any,
+        max_gap: int | None = None,
+        on_error: str = "return",
+        **kwargs: Any,
+    ) -> list[Any]:
+        # docstring inherited (fsspec's synchronous version: values are bytes)
+        return AbstractFileSystem.cat_ranges(
+            self, paths, starts, ends, max_gap=max_gap, on_error=on_error, **kwargs
+        )
+
+    def pipe_file(self, path: str, value: Any, mode: str = "overwrite", **kwargs: Any) -> None:
+        # docstring inherited
+        self._run([path], self._pipe_file, path, value, mode=mode)
+
+    def rm_file(self, path: str) -> None:
+        # docstring inherited
+        self._run([path], self._rm_file, path)
+
+    def rmdir(self, path: str) -> None:
+        # docstring inherited
+        self._run([path], self._rmdir, path)
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
+        """Create a namespace; inside one, only make sure the namespace exists.
+
+        Directories inside a namespace are implicit (see the module notes).
+
+        Raises
+        ------
+        FileExistsError
+            If *path* is an existing namespace or key.
+        FileNotFoundError
+            If the namespace is missing and *create_parents* is false.
+        """
+        self._run([path], self._mkdir, path, create_parents=create_parents)
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
+        # docstring inherited
+        self._run([path], self._makedirs, path, exist_ok=exist_ok)
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
+        # docstring inherited
+        self._run([path1, path2], self._cp_file, path1, path2)
+
+    def get_file(self, rpath: str, lpath: Any, **kwargs: Any) -> None:
+        # docstring inherited
+        self._run([rpath], self._get_file, rpath, lpath)
+
+    def put_file(self, lpath: Any, rpath: str, mode: str = "overwrite", **kwargs: Any) -> None:
+        # docstring inherited
+        self._run([rpath], self._put_file, lpath, rpath, mode=mode)
+
+    def _open(
+        self,
+        path: str,
+        mode: str = "rb",
+        block_size: Any = None,
+        autocommit: bool = True,
+        cache_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> SharedMemoryFile:
+        # docstring inherited
+        return SharedMemoryFile(
+            self,
+            path,
+            mode,
+            block_size=block_size,
+            autocommit=autocommit,
+            cache_options=cache_options,
+            **kwargs,
+        )
 
 
 def _outermost(paths: Iterable[str]) -> list[str]:
@@ -694,7 +835,7 @@ class SharedMemoryFile(AbstractBufferedFile):
         self._view: memoryview | None = None
         self._abandoned = False
         if mode == "rb":
-            self._view = fs._read(path)
+            self._view = fs._read_now(path)
             kwargs["size"] = len(self._view)
         elif mode in ("wb", "xb", "ab"):
             name, key = fs._split(path)
@@ -719,7 +860,7 @@ class SharedMemoryFile(AbstractBufferedFile):
         )
         if mode == "ab":
             with contextlib.suppress(FileNotFoundError):
-                self.buffer.write(fs._read(path))
+                self.buffer.write(fs._read_now(path))
             self.loc = self.buffer.tell()
 
     def _fetch_range(self, start: int, end: int) -> bytes:

@@ -423,6 +423,60 @@ def test_unrelated_process_reads_through_fsspec(fs: SharedMemoryFileSystem) -> N
     assert float(run_python(code).stdout) == arr.sum()
 
 
+def _files(top: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(top).as_posix(): p.read_bytes()
+        for p in top.rglob("*")
+        if p.is_file() and ".shmstore" not in p.parts
+    }
+
+
+def test_tiered_namespace_keeps_capacity_and_shows_spilled_keys(
+    shm_root: Path, tmp_path: Path
+) -> None:
+    spill = tmp_path / "spill"
+    store = SharedMemoryStore("tier", capacity=1000, spill=spill)
+    fs = fsspec.filesystem("shm")
+    fs.pipe_file("tier/a", b"a" * 600)  # fits
+    fs.pipe_file("tier/d/b", b"b" * 600)  # does not: spills
+    assert _files(Path(store.path)) == {"a": b"a" * 600}
+    assert _files(spill) == {"d/b": b"b" * 600}
+    assert store.get_sync("d/b").to_bytes() == b"b" * 600
+    # the spilled key is a file of the filesystem like any other
+    assert fs.cat_file("tier/d/b") == b"b" * 600
+    assert fs.cat_file("tier/d/b", start=598) == b"bb"
+    assert fs.ls("tier", detail=False) == ["tier/a", "tier/d"]
+    assert fs.info("tier/d/b")["size"] == 600 and fs.isdir("tier/d")
+    assert fs.find("tier") == ["tier/a", "tier/d/b"]
+    with fs.open("tier/d/b", "rb") as f:
+        f.seek(599)
+        assert f.read() == b"b"
+    assert asyncio.run(_acat(fs.root, "tier/d/b")) == b"b" * 600
+    # the store's spilled writes show through the filesystem, and the reverse
+    store.set_sync("c", default_buffer_prototype().buffer.from_bytes(b"c" * 600))
+    assert fs.cat_file("tier/c") == b"c" * 600
+    fs.rm_file("tier/d/b")
+    assert store.get_sync("d/b") is None and "d/b" not in _files(spill)
+    assert not fs.exists("tier/d")
+    # the URL route over a tiered namespace: an array larger than the capacity
+    data = np.arange(1000, dtype="f8")
+    z = zarr.create_array("shm://tier/z", shape=(1000,), chunks=(50,), dtype="f8", compressors=None)
+    z[:] = data
+    assert any(k.startswith("z/c/") for k in _files(spill))
+    assert np.array_equal(zarr.open_array("shm://tier/z", mode="r")[:], data)
+    assert np.array_equal(zarr.open_array(store, path="z", mode="r")[:], data)
+    shm_bytes = sum(len(v) for v in _files(Path(store.path)).values())
+    assert shm_bytes <= 1000
+    fs.rm("tier/z", recursive=True)
+    assert not any(k.startswith("z/") for k in _files(spill))
+    assert not any(k.startswith("z/") for k in _files(Path(store.path)))
+
+
+async def _acat(root: str, path: str) -> bytes:
+    fs = fsspec.filesystem("shm", root=root, asynchronous=True)
+    return bytes(await fs._cat_file(path))
+
+
 # --------------------------------------------------------------------------
 # zarr URLs
 

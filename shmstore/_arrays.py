@@ -35,11 +35,11 @@ import os
 import pwd
 import secrets
 import socket
-import threading
+import sys
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -64,6 +64,8 @@ __all__ = [
     "scoped_array",
 ]
 
+#: Python 3.13+ can map without dup()-ing the descriptor (one system call less).
+_MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 #: madvise(2) advice that maps every page writable up front (Linux 5.14+).
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
 #: Size of the slices handed to one ``pwrite`` when filling a new array.
@@ -90,7 +92,6 @@ class _Mapping(mmap.mmap):
     nbytes: int
     token: str
     data_offset: int
-    data_address: int
     ino: int
     ctime_ns: int
     _lock: Lock | None
@@ -98,20 +99,36 @@ class _Mapping(mmap.mmap):
 
 # (root, name, read_only) -> the live mapping of this process, if any. Weak: a
 # mapping nobody views is unmapped; each hit is revalidated with one lstat.
-_mappings: dict[tuple[str, str, bool], weakref.ref[_Mapping]] = {}
-_mappings_lock = threading.Lock()
+_mappings: dict[tuple[str, str, bool], _Ref] = {}
+# (root, name) -> (st_ino, st_ctime_ns, st_size, parsed header): attaching an
+# array again skips parsing its header (written once, at creation).
+_headers: dict[tuple[str, str], tuple[int, int, int, _Header]] = {}
+# (root argument, $SHMSTORE_ROOT) -> resolved root
+_roots: dict[tuple[str | None, str | None], str] = {}
+
+
+class _Ref(weakref.ref):  # type: ignore[type-arg]
+    __slots__ = ("key",)
+    key: tuple[str, str, bool]
+
+
+def _forget(ref: _Ref) -> None:
+    if _mappings.get(ref.key) is ref:
+        _mappings.pop(ref.key, None)
 
 
 def _remember(m: _Mapping) -> None:
-    key = (m.root, m.name, m.read_only)
+    ref = _Ref(m, _forget)
+    ref.key = (m.root, m.name, m.read_only)
+    _mappings[ref.key] = ref
 
-    def forget(ref: weakref.ref[_Mapping], key: tuple[str, str, bool] = key) -> None:
-        with _mappings_lock:
-            if _mappings.get(key) is ref:
-                del _mappings[key]
 
-    with _mappings_lock:
-        _mappings[key] = weakref.ref(m, forget)
+def _root(root: str | os.PathLike[str] | None) -> str:
+    key = (None if root is None else os.fspath(root), os.environ.get(seg.ENV_ROOT))
+    resolved = _roots.get(key)
+    if resolved is None:
+        resolved = _roots[key] = resolve_root(root)
+    return resolved
 
 
 def _cached(root: str, name: str, read_only: bool) -> _Mapping | None:
@@ -130,12 +147,22 @@ def _cached(root: str, name: str, read_only: bool) -> _Mapping | None:
     return m
 
 
-def _map(fd: int, st: os.stat_result, root: str, name: str, read_only: bool) -> _Mapping:
-    """Map the whole array file *fd* and parse its header from the mapping."""
-    prot = mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE
-    m = _Mapping(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot)
-    path = os.path.join(root, name)
-    meta, data_offset = seg.decode_array_header(m, path, st.st_size)
+class _Header(NamedTuple):
+    meta: dict[str, Any]
+    data_offset: int
+    shape: tuple[int, ...]
+    dtype: np.dtype[Any]
+    order: str
+    nbytes: int
+    token: str
+
+
+def _parse(buf: Any, st: os.stat_result, root: str, name: str, path: str) -> _Header:
+    key = (root, name)
+    hit = _headers.get(key)
+    if hit is not None and hit[:3] == (st.st_ino, st.st_ctime_ns, st.st_size):
+        return hit[3]
+    meta, data_offset = seg.decode_array_header(buf, path, st.st_size)
     try:
         shape = tuple(operator.index(n) for n in meta["shape"])
         dtype = _dtype_from_json(meta["dtype"])
@@ -146,11 +173,23 @@ def _map(fd: int, st: os.stat_result, root: str, name: str, read_only: bool) -> 
             raise ValueError(f"shape {shape} x {dtype} is not {meta['nbytes']} bytes")
     except (TypeError, ValueError, KeyError) as e:
         raise ForeignEntryError(path, f"a named array with a corrupt header: {e}") from e
+    header = _Header(meta, data_offset, shape, dtype, order, meta["nbytes"], str(meta["token"]))
+    if len(_headers) >= 1024:
+        _headers.clear()
+    _headers[key] = (st.st_ino, st.st_ctime_ns, st.st_size, header)
+    return header
+
+
+def _map(fd: int, st: os.stat_result, root: str, name: str, read_only: bool) -> _Mapping:
+    """Map the whole array file *fd* and parse its header from the mapping."""
+    prot = mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE
+    m = _Mapping(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot, **_MMAP_KW)
+    path = os.path.join(root, name)
+    h = _parse(m, st, root, name, path)
     m.name, m.root, m.path, m.read_only = name, root, path, read_only
-    m.meta, m.shape, m.dtype, m.order = meta, shape, dtype, order
-    m.nbytes, m.token, m.data_offset = meta["nbytes"], str(meta["token"]), data_offset
+    m.meta, m.shape, m.dtype, m.order = h.meta, h.shape, h.dtype, h.order
+    m.nbytes, m.token, m.data_offset = h.nbytes, h.token, h.data_offset
     m.ino, m.ctime_ns = st.st_ino, st.st_ctime_ns
-    m.data_address = np.frombuffer(m, np.uint8).__array_interface__["data"][0] + data_offset
     m._lock = None
     _remember(m)
     return m
@@ -181,6 +220,15 @@ def _mapping_of(arr: np.ndarray) -> _Mapping | None:
     return base if isinstance(base, _Mapping) else None
 
 
+def _data_address(m: _Mapping) -> int:
+    """Address of the first data byte of *m* in this process (computed on first use)."""
+    address = m.__dict__.get("data_address")
+    if address is None:
+        base = np.frombuffer(m, np.uint8).__array_interface__["data"][0]
+        address = m.__dict__["data_address"] = base + m.data_offset
+    return address
+
+
 def _segment_view(arr: np.ndarray) -> tuple[_Mapping, int] | None:
     """``(mapping, byte offset of arr's first element in the data)`` if *arr* views one.
 
@@ -190,6 +238,7 @@ def _segment_view(arr: np.ndarray) -> tuple[_Mapping, int] | None:
     if m is None or arr.size == 0:
         return None
     ptr = arr.__array_interface__["data"][0]
+    start = _data_address(m)
     lo = hi = ptr
     for n, s in zip(arr.shape, arr.strides, strict=True):
         if s < 0:
@@ -197,9 +246,9 @@ def _segment_view(arr: np.ndarray) -> tuple[_Mapping, int] | None:
         else:
             hi += (n - 1) * s
     hi += arr.itemsize
-    if lo < m.data_address or hi > m.data_address + m.nbytes:
+    if lo < start or hi > start + m.nbytes:
         return None
-    return m, ptr - m.data_address
+    return m, ptr - start
 
 
 # --------------------------------------------------------------------- dtypes
@@ -584,7 +633,7 @@ def create(
     """
     name = check_name(name, "array")
     dims, dt = _normalize(shape, dtype, order)
-    root = resolve_root(root)
+    root = _root(root)
     nbytes = math.prod(dims) * dt.itemsize
     write_data, later = _fill_plan(fill, dims, dt, order, nbytes)
     meta = {
@@ -666,7 +715,7 @@ def attach(
         If the file belongs to another user.
     """
     name = check_name(name, "array")
-    return _whole(_open_mapping(resolve_root(root), name, read_only))
+    return _whole(_open_mapping(_root(root), name, read_only))
 
 
 def delete(name: str, *, root: str | os.PathLike[str] | None = None) -> None:
@@ -683,7 +732,7 @@ def delete(name: str, *, root: str | os.PathLike[str] | None = None) -> None:
         If the entry is not a named array; it is left alone.
     """
     name = check_name(name, "array")
-    seg.unlink_array_segment(resolve_root(root), name)
+    seg.unlink_array_segment(_root(root), name)
 
 
 def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[ArrayInfo]:
@@ -691,7 +740,7 @@ def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[
 
     Namespaces, other programs' files and corrupt files are not listed.
     """
-    root = resolve_root(root)
+    root = _root(root)
     return [
         ArrayInfo._from_meta(name, root, meta) for name, meta, _ in seg.iter_array_segments(root)
     ]

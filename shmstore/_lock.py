@@ -282,6 +282,21 @@ class Lock:
         return False
 
     def __enter__(self) -> Lock:
+        if self.timeout is None:
+            # The common case, inlined: the lock round trip is two system calls
+            # and this is most of what remains.
+            self._guard.acquire()
+            try:
+                fd = self._fd
+                if fd is not None:
+                    fcntl.flock(fd, _EX)
+                    if self._state is None or not self._state[seg.ARRAY_STATE_OFFSET]:
+                        self._held = True
+                        return self
+                    fcntl.flock(fd, _UN)
+            finally:
+                if not self._held:
+                    self._guard.release()
         if not self.acquire(timeout=self.timeout):
             raise LockTimeoutError(self.name, self.root, self.timeout)  # type: ignore[arg-type]
         return self
@@ -292,7 +307,13 @@ class Lock:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.release()
+        if not self._held:
+            raise RuntimeError(f"release of the unheld shmstore lock {self.name!r}")
+        self._held = False
+        try:
+            fcntl.flock(self._fd, _UN)  # type: ignore[arg-type]
+        finally:
+            self._guard.release()
 
     def __call__(self, timeout: float | None = None) -> _Holding:
         """``with lock(timeout=5):`` holds the lock, or raises :class:`LockTimeoutError`."""

@@ -44,11 +44,13 @@ import json
 import logging
 import mmap
 import os
+import platform
 import random
 import re
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 import threading
 import time
@@ -333,6 +335,74 @@ def _open_generations(dir_fd: int, mode: int, *, create: bool = False) -> memory
         return None
     finally:
         os.close(fd)
+
+
+# openat2(2) (Linux 5.6) resolves a relative path in one system call and refuses
+# any symlink on it (RESOLVE_NO_SYMLINKS) and any way out of the directory
+# (RESOLVE_BENEATH): the same guarantee as opening one component at a time with
+# O_NOFOLLOW, for 1 call instead of 2 per component (issue 2 benchmark: about
+# 5 us less per write and per first read of a key like "t/c/0/1").
+_SYS_OPENAT2 = 437  # the same on every architecture with the generic table
+_RESOLVE_NO_SYMLINKS_BENEATH = 0x04 | 0x08
+_openat2_call: Any = None  # None: not probed yet; False: not available here
+_openat2_how: dict[int, Any] = {}
+_OPENAT2_MACHINES = frozenset(
+    {"x86_64", "aarch64", "arm64", "armv7l", "ppc64le", "s390x", "riscv64", "i686"}
+)
+
+
+def _probe_openat2() -> Any:
+    global _openat2_call
+    call: Any = False
+    if sys.platform == "linux" and platform.machine() in _OPENAT2_MACHINES:
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL(None, use_errno=True).syscall
+            fn.restype = ctypes.c_long
+            fn.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p]
+            fn.argtypes += [ctypes.c_size_t]
+            rfd = os.open("/", _O_DIR)
+            try:
+                os.close(_openat2_raw(fn, rfd, ".", _O_DIR))
+            finally:
+                os.close(rfd)
+            call = fn
+        except (OSError, AttributeError, ImportError):
+            call = False  # no libc syscall(), or a seccomp filter refuses openat2
+    _openat2_call = call
+    return call
+
+
+def _openat2_raw(fn: Any, dir_fd: int, path: str, flags: int) -> int:
+    how = _openat2_how.get(flags)
+    if how is None:
+        import ctypes
+
+        how = (ctypes.c_uint64 * 3)(flags, 0, _RESOLVE_NO_SYMLINKS_BENEATH)
+        _openat2_how[flags] = how
+    fd = fn(_SYS_OPENAT2, dir_fd, os.fsencode(path), how, 24)
+    if fd < 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return fd
+
+
+def _open_beneath(dir_fd: int, path: str, flags: int) -> int | None:
+    """Open *path* below *dir_fd* without following any symlink on it.
+
+    Returns ``None`` where ``openat2`` is not available (the caller walks the
+    path itself). Raises ``OSError`` like ``os.open``; a symlink anywhere on the
+    path is ``ELOOP``.
+    """
+    fn = _openat2_call
+    if fn is None:
+        fn = _probe_openat2()
+    if fn is False:
+        return None
+    return _openat2_raw(fn, dir_fd, path, flags)
 
 
 class _Entry:
@@ -621,23 +691,15 @@ class Namespace:
         return self._map(key, slot, gtok, ktok)
 
     def _map(self, key: str, slot: int, gtok: Any, ktok: Any) -> _Entry | None:
-        parent, _, base = key.rpartition("/")
         try:
-            pfd = self._open_dir(parent) if parent else self._fd
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            fd = os.open(base, _O_READ, dir_fd=pfd)
+            fd = self._open_key(key)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             self._cache.pop(key, None)
             return None
         except OSError as e:
             if e.errno == errno.ELOOP:
-                return None  # a symlink: never followed, never a value
+                return None  # a symlink on the way: never followed, never a value
             raise
-        finally:
-            if parent:
-                os.close(pfd)
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -779,6 +841,19 @@ class Namespace:
                     os.close(pfd)
         raise OSError(f"could not install key {key!r} in namespace {self.name!r}")
 
+    def _open_key(self, key: str) -> int:
+        """Open the value of *key* read-only, following no symlink on its path."""
+        fd = _open_beneath(self._fd, key, _O_READ)
+        if fd is not None:
+            return fd
+        parent, _, base = key.rpartition("/")
+        pfd = self._open_dir(parent) if parent else self._fd
+        try:
+            return os.open(base, _O_READ, dir_fd=pfd)
+        finally:
+            if parent:
+                os.close(pfd)
+
     def _open_dir(self, rel: str) -> int:
         """Open the directory *rel* of the namespace one component at a time.
 
@@ -786,6 +861,14 @@ class Namespace:
         planted inside the namespace can redirect a read or a write outside it.
         The caller closes the descriptor.
         """
+        try:
+            fd = _open_beneath(self._fd, rel, _O_DIR)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.EXDEV):
+                raise NotADirectoryError(errno.ENOTDIR, f"{rel!r} is a symlink") from e
+            raise
+        if fd is not None:
+            return fd
         fd = self._fd
         for part in rel.split("/"):
             try:
@@ -1106,7 +1189,7 @@ def decode_array_header(buf: Any, path: str, size: int) -> tuple[dict[str, Any],
     if end > data_offset or data_offset > size or len(view) < end:
         raise ForeignEntryError(path, "a named array with a corrupt header (bad lengths)")
     try:
-        meta = json.loads(bytes(view[ARRAY_HEADER_SIZE:end]))
+        meta = json.loads(bytes(view[ARRAY_HEADER_SIZE:end]).decode())
     except (ValueError, UnicodeDecodeError) as e:
         raise ForeignEntryError(path, f"a named array with a corrupt header: {e}") from e
     if not isinstance(meta, dict) or any(k not in meta for k in _ARRAY_KEYS):

@@ -79,6 +79,7 @@ __all__ = [
     "is_metadata_key",
     "as_store",
     "parse_capacity",
+    "tiers_for",
     "to_buffer",
 ]
 
@@ -662,29 +663,36 @@ def _current_meta(ns: Namespace) -> dict[str, Any]:
     return meta
 
 
-def attach_tiers(store: SharedMemoryStore, ns: Namespace) -> Tiers | None:
-    """Return the tiering of *store*'s namespace, recording new settings; None if plain.
+def tiers_for(
+    ns: Namespace,
+    *,
+    capacity: int | str | None = None,
+    spill: Any = None,
+    read_only: bool = False,
+) -> Tiers | None:
+    """Return the tiering of namespace *ns*, recording new settings; None if plain.
 
-    The capacity and spill location passed to the store win over (and are
-    recorded in) the namespace's ``meta.json``; a store opened by name alone
-    takes them from there.
+    A *capacity* or *spill* given here wins over (and, unless *read_only*, is
+    recorded in) the namespace's ``meta.json``; without them, the recorded
+    ones apply. Any code that reads or writes a namespace's keys (the zarr
+    store, a filesystem) calls this once per handle and routes misses and
+    writes through the result when it is not ``None``.
 
     Raises
     ------
     ValueError
         If the namespace already spills elsewhere, or the capacity is invalid.
     """
-    capacity = parse_capacity(store._capacity)
-    spill_arg = store._spill
+    cap = parse_capacity(capacity)
     meta = _current_meta(ns)
     recorded = meta.get("tiering")
-    if recorded is None and capacity is None and spill_arg is None:
+    if recorded is None and cap is None and spill is None:
         return None
     recorded = dict(recorded or {})
     old_spill = recorded.get("spill")
-    if spill_arg is not None:
-        spill = as_store(spill_arg, read_only=store.read_only)
-        spill_desc = describe_store(spill)
+    if spill is not None:
+        spill_store = as_store(spill, read_only=read_only)
+        spill_desc = describe_store(spill_store)
         if old_spill is not None and old_spill.get("url") != spill_desc["url"]:
             raise ValueError(
                 f"namespace {ns.name!r} already spills to {old_spill.get('url')!r}, not "
@@ -693,30 +701,36 @@ def attach_tiers(store: SharedMemoryStore, ns: Namespace) -> Tiers | None:
             )
     elif old_spill is not None:
         spill_desc = old_spill
-        spill = as_store(
+        spill_store = as_store(
             old_spill["url"],
-            read_only=store.read_only,
+            read_only=read_only,
             storage_options=old_spill.get("storage_options") or None,
         )
     else:
-        spill, spill_desc = None, None
-    if capacity is None:
-        capacity = recorded.get("capacity")
+        spill_store, spill_desc = None, None
+    if cap is None:
+        cap = recorded.get("capacity")
     usage = Usage(ns)
-    wanted = {"capacity": capacity, "spill": spill_desc}
-    if not store.read_only and wanted != {k: recorded.get(k) for k in wanted}:
+    wanted = {"capacity": cap, "spill": spill_desc}
+    if not read_only and wanted != {k: recorded.get(k) for k in wanted}:
         with usage.locked() as st:
             meta = dict(_read_meta(ns._fd, ns.path))
             meta["tiering"] = wanted
             _write_meta(ns._fd, meta)
-            if spill is not None and old_spill is None:
-                st.spilled = 0 if _spill_is_empty(spill) else 1
+            if spill_store is not None and old_spill is None:
+                st.spilled = 0 if _spill_is_empty(spill_store) else 1
         ns.meta["tiering"] = wanted
-    if spill is not None and not supports_sync(spill):
+    return Tiers(ns, cap, spill_store, usage)
+
+
+def attach_tiers(store: SharedMemoryStore, ns: Namespace) -> Tiers | None:
+    """:func:`tiers_for` with a store's ``capacity=``/``spill=``; called by its ``_handle``."""
+    tiers = tiers_for(ns, capacity=store._capacity, spill=store._spill, read_only=store.read_only)
+    if tiers is not None and tiers.spill is not None and not supports_sync(tiers.spill):
         # zarr >= 3.4 then keeps its synchronous fast path away from this store:
         # a spill read there would have to block on an event loop.
         store._supports_sync_io = False  # type: ignore[attr-defined]
-    return Tiers(ns, capacity, spill, usage)
+    return tiers
 
 
 def tiers_of(store: SharedMemoryStore) -> Tiers | None:

@@ -14,7 +14,9 @@ the source and installs the value with an exclusive link. Concurrent readers
 of one key, in any processes, therefore fetch it once; readers of different
 keys never wait for each other. The lock file is removed by its holder once
 the value is in place; a waiter that finds its lock file unlinked retries on
-a fresh one.
+a fresh one. Synchronous readers block in ``flock``; coroutines poll it
+(0.5 ms, doubling to 20 ms) so that they never block the event loop nor park
+in executor threads.
 
 Capacity and eviction
 ---------------------
@@ -325,6 +327,20 @@ class CachingStore(Store):
                 continue
             return fd
 
+    async def _lock_async(self, key: str) -> int:
+        """Take the fill lock of *key* without blocking the event loop.
+
+        Polls (0.5 ms, doubling to 20 ms) rather than blocking in a worker
+        thread: waiters parked in threads could take every thread of the
+        executor that the holder needs to read its source, and a cancelled
+        wait would leave its thread holding the lock.
+        """
+        delay = 0.0005
+        while (fd := self._lock(key, blocking=False)) is None:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.02)
+        return fd
+
     def _unlock(self, key: str, fd: int) -> None:
         ns = self._ns
         try:
@@ -419,9 +435,7 @@ class CachingStore(Store):
         ns = self._handle()
         view = self._hit(ns, key)
         if view is None:
-            fd = self._lock(key, blocking=False)
-            if fd is None:  # another reader is filling it: wait off the event loop
-                fd = await asyncio.to_thread(self._lock, key)
+            fd = await self._lock_async(key)
             try:
                 view = ns.read(key)
                 if view is None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import concurrent.futures
 import os
 import pickle
 import subprocess
@@ -112,6 +114,26 @@ def test_three_processes_fetch_each_chunk_once(tmp_path: Path) -> None:
     assert {k: n for k, n in again.items() if "/c/" in k or k.endswith("zarr.json")} == {
         k: n for k, n in reads.items() if "/c/" in k or k.endswith("zarr.json")
     }
+    cache.destroy()
+
+
+def test_concurrent_readers_in_one_process_fetch_once(tmp_path: Path) -> None:
+    src, log = tmp_path / "src.zarr", tmp_path / "reads.log"
+    make_source(src)
+    keys = [f"t/c/{i}/{j}" for i in range(8) for j in range(8)]
+    cache = CachingStore(counting_store(src, log), namespace="one-process")
+
+    async def many_coroutines() -> list:
+        return await asyncio.gather(
+            *(cache.get(k, cpu.buffer_prototype) for k in keys[:32] for _ in range(4))
+        )
+
+    values = sync(many_coroutines())
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        values += list(pool.map(cache.get_sync, [k for k in keys[32:] for _ in range(4)]))
+    assert all(v is not None for v in values)
+    reads = source_reads(log)
+    assert sorted(reads) == sorted(keys) and set(reads.values()) == {1}
     cache.destroy()
 
 

@@ -464,7 +464,8 @@ def test_file_backed_root_warns_once_and_works(tmp_path: Path) -> None:
         "    b = shmstore.SharedMemoryStore('fb2')\n"
         "    z = zarr.create_array(a, name='t', shape=(4,), dtype='i4')\n"
         "    z[:] = [1, 2, 3, 4]\n"
-        "    print(zarr.open_array(b.with_read_only(True).__class__('fb'), path='t')[:].tolist())\n"
+        "    r = shmstore.SharedMemoryStore('fb', read_only=True)\n"
+        "    print(zarr.open_array(r, path='t')[:].tolist())\n"
         "for w in caught:\n"
         "    print(w.category.__name__, w.message)\n",
         env={"SHMSTORE_ROOT": str(root)},

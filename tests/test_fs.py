@@ -22,6 +22,7 @@ from fsspec.tests.abstract import (
     AbstractPipeTests,
     AbstractPutTests,
 )
+from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
 import shmstore
@@ -526,6 +527,48 @@ def test_zarr_sharded_partial_reads_by_url(shm_root: Path) -> None:
     z[:] = data
     r = zarr.open_array("shm://shard/t", mode="r")
     assert np.array_equal(r[3:17, 40:63], data[3:17, 40:63])
+
+
+def test_fsspec_store_hands_zarr_the_mapping(shm_root: Path) -> None:
+    """zarr's FsspecStore.get wraps what _cat_file returns as it is (PITFALLS 11)."""
+    from zarr.core.sync import sync
+    from zarr.storage import FsspecStore
+
+    fs = fsspec.filesystem("shm")
+    fs.pipe_file("zc/k", bytes(range(256)) * 16)
+    store = FsspecStore.from_url("shm://zc", read_only=True)
+    proto = default_buffer_prototype()
+    a = sync(store.get("k", proto)).as_numpy_array()
+    b = sync(store.get("k", proto)).as_numpy_array()
+    assert np.shares_memory(a, b) and not a.flags.writeable
+    part = sync(store.get("k", proto, byte_range=RangeByteRequest(16, 32))).as_numpy_array()
+    assert part.tobytes() == bytes(range(16, 32)) and np.shares_memory(part, a)
+
+
+def test_sync_instance_made_async_by_zarr(shm_root: Path) -> None:
+    """zarr turns a synchronous instance into an async one (JSON on 3.1, arguments on 3.4)."""
+    from zarr.storage import FsspecStore
+
+    fs = fsspec.filesystem("shm", root=str(shm_root / "r2"))
+    clone = fsspec.AbstractFileSystem.from_json(fs.to_json())
+    assert clone.root == fs.root
+    fs.pipe_file("m/zarr.json", b"{}")
+    store = FsspecStore.from_mapper(fs.get_mapper("m"))
+    assert store.fs.asynchronous and store.fs.root == fs.root
+    zarr.create_array(store, name="a", shape=(3,), dtype="i1")[:] = [1, 2, 3]
+    assert fs.find("m/a") == ["m/a/c/0", "m/a/zarr.json"]
+
+
+def test_import_shmstore_stays_light(shm_root: Path) -> None:
+    code = (
+        "import sys, shmstore\n"
+        "heavy = [m for m in ('fsspec', 'dask', 'zarr') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert {'SharedMemoryFileSystem', 'open_store', 'persist'} <= set(dir(shmstore))\n"
+        "assert {'SharedMemoryFileSystem', 'open_store', 'persist'} <= set(shmstore.__all__)\n"
+        "print(shmstore.persist.__module__, shmstore.open_store.__module__)\n"
+    )
+    assert run_python(code).stdout.split() == ["shmstore._dask", "shmstore._urls"]
 
 
 def test_open_store(shm_root: Path) -> None:

@@ -169,6 +169,23 @@ def test_a_key_moves_between_tiers_and_never_lives_in_both(tmp_path: Path) -> No
     assert get(store, "j") == b"6" * 5000
 
 
+def test_a_move_between_tiers_by_another_process_is_seen(tmp_path: Path) -> None:
+    store = SharedMemoryStore("moved", capacity=1000, spill=tmp_path / "spill")
+    store.set_sync("k", buf(b"a" * 100))
+    assert get(store, "k") == b"a" * 100  # mapped and cached in this process
+    writer = (
+        "import sys, shmstore\n"
+        "from zarr.core.buffer import cpu\n"
+        "value = cpu.Buffer.from_bytes(sys.argv[1].encode())\n"
+        "shmstore.SharedMemoryStore('moved').set_sync('k', value)\n"
+    )
+    run_python(writer, "b" * 5000)  # spills: the shared-memory copy goes
+    assert get(store, "k") == b"b" * 5000
+    run_python(writer, "c" * 10)  # fits again: the spill copy goes
+    assert get(store, "k") == b"c" * 10
+    assert not (tmp_path / "spill" / "k").exists()
+
+
 def test_partial_reads_from_either_tier(tmp_path: Path) -> None:
     from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 

@@ -222,3 +222,27 @@ def test_zarr_array_rewritten_by_another_process() -> None:
     expected = np.arange(64.0)
     expected[8:24] = -1
     np.testing.assert_array_equal(z[:], expected)
+
+
+@pytest.mark.parametrize("openat2", [True, False], ids=["openat2", "component-walk"])
+def test_nested_symlink_never_followed(
+    shm_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openat2: bool
+) -> None:
+    """Keys resolve with openat2 where the kernel has it, else one component at a time."""
+    if not openat2:
+        monkeypatch.setattr(seg, "_openat2_call", False)
+    elif seg._probe_openat2() is False:
+        pytest.skip("no openat2 here")
+    store = SharedMemoryStore("nested")
+    put(store, "a/b/c/k", b"inside")
+    assert get(store, "a/b/c/k") == b"inside"
+    outside = tmp_path / "outside"
+    (outside / "c").mkdir(parents=True)
+    (outside / "c" / "k").write_bytes(b"secret")
+    (shm_root / "nested" / "a" / "link").symlink_to(outside)
+    assert store.get_sync("a/link/c/k", prototype=proto) is None
+    with pytest.raises(NotADirectoryError, match="link"):
+        put(store, "a/link/c/new", b"x")
+    assert sorted(p.name for p in (outside / "c").iterdir()) == ["k"]
+    put(store, "a/b/c/k", b"again")  # the real directory still takes writes
+    assert get(store, "a/b/c/k") == b"again"

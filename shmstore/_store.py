@@ -12,7 +12,7 @@ from zarr.abc.store import (
     Store,
     SuffixByteRequest,
 )
-from zarr.core.buffer import Buffer, default_buffer_prototype
+from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 
 from shmstore._segments import Namespace, check_name, resolve_root
 
@@ -28,15 +28,19 @@ if TYPE_CHECKING:
 __all__ = ["SharedMemoryStore", "scoped"]
 
 
-_wrappers: dict[type[Buffer], Callable[[memoryview], Buffer]] = {}
+_wrappers: dict[type[Buffer], Callable[[memoryview], Buffer] | None] = {}
 
 
-def _wrapper(cls: type[Buffer]) -> Callable[[memoryview], Buffer]:
-    """The same ``cls.from_bytes`` object on every call: the namespace caches by it."""
-    fn = _wrappers.get(cls)
-    if fn is None:
-        fn = _wrappers.setdefault(cls, cls.from_bytes)
-    return fn
+def _wrapper(cls: type[Buffer]) -> Callable[[memoryview], Buffer] | None:
+    """The same ``cls.from_bytes`` object on every call (the namespace caches by it).
+
+    ``None`` for buffers that are not host memory: a device buffer is a copy,
+    which the mapping cache must not pin.
+    """
+    try:
+        return _wrappers[cls]
+    except KeyError:
+        return _wrappers.setdefault(cls, cls.from_bytes if issubclass(cls, cpu.Buffer) else None)
 
 
 def _slice(view: memoryview, byte_range: ByteRequest | None) -> memoryview:
@@ -253,11 +257,12 @@ class SharedMemoryStore(Store):
         ns = self._ns or self._handle()
         if prototype is None:
             prototype = default_buffer_prototype()
-        if byte_range is None:
+        wrap = _wrapper(prototype.buffer)
+        if byte_range is None and wrap is not None:
             # The buffer over a chunk's mapping is made once and reused while the
             # mapping is valid (its memory is read-only, like the view's): a
             # repeated read is a dict lookup and two loads (docs/performance.md).
-            buf = ns.read(key, _wrapper(prototype.buffer))
+            buf = ns.read(key, wrap)
         else:
             view = ns.read(key)
             buf = None if view is None else prototype.buffer.from_bytes(_slice(view, byte_range))

@@ -246,3 +246,21 @@ def test_nested_symlink_never_followed(
     assert sorted(p.name for p in (outside / "c").iterdir()) == ["k"]
     put(store, "a/b/c/k", b"again")  # the real directory still takes writes
     assert get(store, "a/b/c/k") == b"again"
+
+
+def test_buffer_cache_follows_the_prototype() -> None:
+    from zarr.core.buffer import BufferPrototype
+
+    class MyBuffer(cpu.Buffer):
+        pass
+
+    mine = BufferPrototype(buffer=MyBuffer, nd_buffer=proto.nd_buffer)
+    store = SharedMemoryStore("protos")
+    put(store, "k", b"value")
+    a = store.get_sync("k", prototype=mine)
+    b = store.get_sync("k", prototype=proto)
+    c = store.get_sync("k", prototype=mine)
+    assert type(a) is MyBuffer and type(c) is MyBuffer
+    assert type(b) is not MyBuffer and isinstance(b, cpu.Buffer)
+    assert a.to_bytes() == b.to_bytes() == c.to_bytes() == b"value"
+    assert sync(store.get("k", prototype=mine)).to_bytes() == b"value"

@@ -126,10 +126,19 @@ def filesystem_type(path: str) -> str | None:
     return fstype
 
 
+def _same_device(a: str, b: str) -> bool:
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
 def _check_memory_backed(root: str) -> str:
     """Warn once per root and process when *root* is not on a tmpfs; return it."""
     if root not in _roots_checked:
         _roots_checked.add(root)
+        if _same_device(root, DEFAULT_ROOT):
+            return root  # /dev/shm's own tmpfs: skip parsing the mount table
         fstype = filesystem_type(root)
         if fstype is not None and fstype not in MEMORY_FILESYSTEMS:
             warnings.warn(

@@ -22,3 +22,23 @@ def test_flagship_demo(shm_root: Path) -> None:
     assert "shared memory, opened by name" in proc.stdout
     assert "namespace destroyed: True" in proc.stdout
     assert list(shm_root.iterdir()) == []
+
+
+def test_tier3_example(shm_root: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / "tier3_zarr_dask.py"),
+            "--size-mib",
+            "16",
+            "--capacity-mib",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ.copy(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "spilled to" in proc.stdout and " 0 spilled" not in proc.stdout
+    assert list(shm_root.iterdir()) == []

@@ -153,15 +153,10 @@ def test_revalidate_every_read_when_zero(shm_root: Path, monkeypatch: pytest.Mon
     assert get(store, "k") == b"new"
 
 
-def test_without_generation_page_every_read_checks(shm_root: Path) -> None:
-    """A namespace whose page cannot be mapped falls back to one stat per read."""
-    store = SharedMemoryStore("nogen")
-    put(store, "k", b"old")
-    page = shm_root / "nogen" / ".shmstore" / "gen"
-    page.unlink()
-    page.mkdir()  # something that is not a page: never trusted
-    code = _SET.format(ns="nogen") + (
-        "assert s._handle()._gen is None; "
+def _child_sees_foreign_replace(shm_root: Path, ns: str, check: str, env: dict[str, str]) -> None:
+    """A child caches key k, a program without shmstore replaces it, the child reads again."""
+    code = _SET.format(ns=ns) + (
+        f"{check}; "
         "print(bytes(s.get_sync('k').as_numpy_array()).decode()); "
         "import sys; sys.stdin.readline(); "
         "print(bytes(s.get_sync('k').as_numpy_array()).decode())"
@@ -174,15 +169,32 @@ def test_without_generation_page_every_read_checks(shm_root: Path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=os.environ.copy(),
+        env={**os.environ, **env},
     )
     assert proc.stdout is not None and proc.stdin is not None
     assert proc.stdout.readline().strip() == "old"  # cached in the child now
-    foreign_replace(shm_root / "nogen" / "k", b"new")
+    foreign_replace(shm_root / ns / "k", b"new")
     proc.stdin.write("\n")
     proc.stdin.flush()
     assert proc.stdout.readline().strip() == "new"
     assert proc.wait(60) == 0
+
+
+def test_without_generation_page_every_read_checks(shm_root: Path) -> None:
+    """A namespace whose page cannot be mapped falls back to one stat per read."""
+    store = SharedMemoryStore("nogen")
+    put(store, "k", b"old")
+    page = shm_root / "nogen" / ".shmstore" / "gen"
+    page.unlink()
+    page.mkdir()  # something that is not a page: never trusted
+    _child_sees_foreign_replace(shm_root, "nogen", "assert s._handle()._gen is None", {})
+
+
+def test_revalidate_seconds_from_the_environment(shm_root: Path) -> None:
+    store = SharedMemoryStore("envzero")
+    put(store, "k", b"old")
+    check = "import shmstore._segments as g; assert g.REVALIDATE_SECONDS == 0"
+    _child_sees_foreign_replace(shm_root, "envzero", check, {"SHMSTORE_REVALIDATE_SECONDS": "0"})
 
 
 def test_old_namespace_gets_a_page(shm_root: Path) -> None:

@@ -34,25 +34,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
-import json
 import os
 import platform
 import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from _harness import (
+    GIB,
+    Reader,
+    alternate,
+    create_array,
+    human,
+    met,
+    min_med_max,
+    parse_size,
+    pipeline_config,
+    pipelines_available,
+    print_header,
+    private_root,
+    scratch_dir,
+    stamp,
+    target_mark,
+    throughput,
+    timed,
+    versions,
+    write_results,
+)
 
 STORES = ("shmstore", "memory", "local-shm", "local-disk", "memcpy")
-FUSED_PATH = "zarr.core.codec_pipeline.FusedCodecPipeline"
-RESULTS = Path(__file__).resolve().parent / "results"
-GIB = float(1 << 30)
 
 #: Targets of issue 2 (zarr 3.4): (pipeline, chunk bytes, op, baseline) -> ratio.
 TARGETS: dict[tuple[str, int, str, str], float] = {
@@ -67,23 +81,6 @@ TARGETS: dict[tuple[str, int, str, str], float] = {
     ("fused", 1 << 20, "write", "memory"): 0.9,
     ("fused", 64 << 10, "write", "memory"): 0.9,
 }
-
-
-def parse_size(text: str) -> int:
-    """Parse ``"1MiB"``, ``"64KiB"``, ``"64k"`` or a plain byte count."""
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    for suffix, mult in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)):
-        if t.endswith(suffix):
-            return int(float(t[:-1]) * mult)
-    return int(t)
-
-
-def human(n: int) -> str:
-    """``1048576`` -> ``"1 MiB"``."""
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= mult and n % mult == 0:
-            return f"{n // mult} {unit}"
-    return f"{n} B"
 
 
 def fs_type(path: str) -> str:
@@ -101,43 +98,21 @@ def fs_type(path: str) -> str:
     return kind
 
 
-def pipelines_available() -> list[str]:
-    """``["default"]`` plus ``"fused"`` where the installed zarr has it."""
-    import zarr.core.codec_pipeline as cp
-
-    return ["default", "fused"] if hasattr(cp, "FusedCodecPipeline") else ["default"]
-
-
-@contextlib.contextmanager
-def pipeline_config(pipeline: str) -> Iterator[None]:
-    import zarr
-
-    if pipeline == "fused":
-        with zarr.config.set({"codec_pipeline.path": FUSED_PATH}):
-            yield
-    else:
-        yield
-
-
 class Bench:
     """The stores of one (pipeline, chunk size) configuration and their timed operations."""
 
     def __init__(
         self, stores: list[str], n: int, chunk: int, shm_base: str, disk_base: str, tag: str
     ) -> None:
-        import zarr
-        from zarr.core.buffer.cpu import NDBuffer
         from zarr.storage import LocalStore, MemoryStore
 
         import shmstore
 
         self.data = np.random.default_rng(42).random(n)
-        self.out = np.empty_like(self.data)
-        self.out.fill(0.0)  # fault the pages in once, outside any timing
-        self._out_nd = NDBuffer.from_numpy_array(self.out)
+        self._reader = Reader(self.data)  # one buffer, faulted in outside any timing
+        self.out, self._out_nd = self._reader.out, self._reader.nd
         self.arrays: dict[str, Any] = {}
         self._cleanup: list[Callable[[], None]] = []
-        items = chunk // self.data.itemsize
         for name in stores:
             if name == "memcpy":
                 continue
@@ -151,17 +126,7 @@ class Bench:
                 path = tempfile.mkdtemp(prefix=f"local-{tag}-", dir=base)
                 store = LocalStore(path)
                 self._cleanup.append(lambda p=path: shutil.rmtree(p, ignore_errors=True))
-            self.arrays[name] = zarr.create_array(
-                store,
-                name="a",
-                shape=self.data.shape,
-                chunks=(items,),
-                dtype="f8",
-                compressors=None,
-                filters=None,
-                fill_value=0.0,
-                overwrite=True,
-            )
+            self.arrays[name] = create_array(store, self.data, chunk)
 
     def write(self, name: str) -> None:
         if name == "memcpy":
@@ -177,43 +142,13 @@ class Bench:
 
     def check(self, name: str) -> None:
         """Fail loudly if a store read back something else than was written."""
-        self.out.fill(-1.0)
-        self.read(name)
-        if not np.array_equal(self.out, self.data):
-            raise AssertionError(f"{name}: read back differs from what was written")
+        self._reader.check(name, lambda: self.read(name))
 
     def close(self) -> None:
         self.arrays.clear()
         for fn in self._cleanup:
             fn()
         self._cleanup.clear()
-
-
-def timed(fn: Callable[[], None]) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
-def spread(nbytes: int, times: list[float]) -> dict[str, Any]:
-    rates = sorted(nbytes / t / GIB for t in times)
-    return {
-        "best": rates[-1],
-        "min": rates[0],
-        "median": statistics.median(rates),
-        "max": rates[-1],
-        "samples": [nbytes / t / GIB for t in times],
-    }
-
-
-def rotated(items: list[str], r: int) -> list[str]:
-    k = r % len(items)
-    return items[k:] + items[:k]
 
 
 def run_config(
@@ -230,18 +165,9 @@ def run_config(
     with pipeline_config(pipeline):
         bench = Bench(stores, n, chunk, shm_base, disk_base, tag)
         try:
-            writes: dict[str, list[float]] = {s: [] for s in stores}
-            reads: dict[str, list[float]] = {s: [] for s in stores}
-            first: dict[str, float] = {}
-            for r in range(args.rounds):
-                for s in rotated(stores, r):
-                    writes[s].append(timed(lambda s=s: bench.write(s)))
-            for r in range(args.rounds):
-                for s in rotated(stores, r):
-                    t = timed(lambda s=s: bench.read(s))
-                    if r == 0:
-                        first[s] = t
-                    reads[s].append(t)
+            writes = alternate(stores, lambda s: timed(lambda: bench.write(s)), args.rounds)
+            # The first round's reads are reported apart ("1st read").
+            reads = alternate(stores, lambda s: timed(lambda: bench.read(s)), args.rounds)
             for s in stores:
                 bench.check(s)
         finally:
@@ -250,9 +176,9 @@ def run_config(
     for s in stores:
         for op, times in (("write", writes[s]), ("read", reads[s])):
             row = {"pipeline": pipeline, "chunk_bytes": chunk, "store": s, "op": op}
-            row.update(spread(nbytes, times))
+            row.update(throughput(nbytes, times))
             if op == "read":
-                row["first_read"] = nbytes / first[s] / GIB
+                row["first_read"] = nbytes / times[0] / GIB
             rows.append(row)
     return rows
 
@@ -290,7 +216,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ratio": value / other,
                     "paired": statistics.median(a / b for a, b in zip(mine, theirs, strict=True)),
                     "target": target,
-                    "met": None if target is None else value / other >= target,
+                    "met": met(value / other, target),
                 }
             )
     return out
@@ -302,8 +228,7 @@ def print_table(rows: list[dict[str, Any]], rats: list[dict[str, Any]]) -> None:
         f"{'write':>6} {'(min/med/max)':>17}  {'read':>6} {'(min/med/max)':>17} {'1st read':>8}"
     )
     print("GiB/s, best of rounds")
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     by = {(r["pipeline"], r["chunk_bytes"], r["store"], r["op"]): r for r in rows}
     keys = sorted({(r["pipeline"], r["chunk_bytes"], r["store"]) for r in rows}, key=_order)
     for pipeline, chunk, store in keys:
@@ -311,7 +236,7 @@ def print_table(rows: list[dict[str, Any]], rats: list[dict[str, Any]]) -> None:
         rd = by[(pipeline, chunk, store, "read")]
         print(
             f"{pipeline:<8} {human(chunk):>7} {store:<10} "
-            f"{w['best']:6.2f} {_mmm(w):>17}  {rd['best']:6.2f} {_mmm(rd):>17} "
+            f"{w['best']:6.2f} {min_med_max(w):>17}  {rd['best']:6.2f} {min_med_max(rd):>17} "
             f"{rd['first_read']:8.2f}"
         )
     print()
@@ -322,22 +247,16 @@ def print_table(rows: list[dict[str, Any]], rats: list[dict[str, Any]]) -> None:
     for r in rats:
         if r["vs"] == "memcpy":
             continue
-        mark = "" if r["target"] is None else f"  target >= {r['target']:.1f}x: "
-        if r["target"] is not None:
-            mark += "met" if r["met"] else "NOT met"
         print(
             f"  {r['pipeline']:<8} {human(r['chunk_bytes']):>7} {r['op']:<5} "
-            f"vs {r['vs']:<10} {r['ratio']:5.2f}x ({r['paired']:4.2f}x){mark}"
+            f"vs {r['vs']:<10} {r['ratio']:5.2f}x ({r['paired']:4.2f}x)"
+            f"{target_mark(r['target'], r['met'])}"
         )
 
 
 def _order(key: tuple[str, int, str]) -> tuple[int, int, int]:
     pipeline, chunk, store = key
     return (0 if pipeline == "default" else 1, -chunk, STORES.index(store))
-
-
-def _mmm(r: dict[str, Any]) -> str:
-    return f"{r['min']:.2f}/{r['median']:.2f}/{r['max']:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -375,50 +294,36 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [pl for pl in pipelines if pl not in have]
     pipelines = [pl for pl in pipelines if pl in have]
 
-    import zarr
-
-    shm_parent = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    shm_base = tempfile.mkdtemp(prefix="shmstore-bench-", dir=shm_parent)
-    disk_base = tempfile.mkdtemp(prefix="shmstore-bench-disk-", dir=args.disk_dir)
     # The store and everything it opens by name use the private root.
-    old_root = os.environ.get("SHMSTORE_ROOT")
-    os.environ["SHMSTORE_ROOT"] = shm_base
-    meta = {
-        "python": platform.python_version(),
-        "zarr": zarr.__version__,
-        "numpy": np.__version__,
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "size_mib": args.size_mib,
-        "rounds": args.rounds,
-        "chunks": chunks,
-        "pipelines": pipelines,
-        "pipelines_unavailable": skipped,
-        "shm_dir": shm_base,
-        "disk_dir": disk_base,
-        "shm_fs": fs_type(shm_base),
-        "disk_fs": fs_type(disk_base),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv[1:] if argv is None else argv,
-    }
-    if meta["disk_fs"] in ("tmpfs", "ramfs"):
-        print(
-            f"warning: local-disk directory {disk_base} is on {meta['disk_fs']}; "
-            "pass --disk-dir on a real disk",
-            file=sys.stderr,
-        )
-    rows: list[dict[str, Any]] = []
-    try:
+    with (
+        private_root("shmstore-bench-") as shm_base,
+        scratch_dir("shmstore-bench-disk-", args.disk_dir) as disk_base,
+    ):
+        meta = {
+            **versions("zarr", "numpy"),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "size_mib": args.size_mib,
+            "rounds": args.rounds,
+            "chunks": chunks,
+            "pipelines": pipelines,
+            "pipelines_unavailable": skipped,
+            "shm_dir": shm_base,
+            "disk_dir": disk_base,
+            "shm_fs": fs_type(shm_base),
+            "disk_fs": fs_type(disk_base),
+            **stamp(argv),
+        }
+        if meta["disk_fs"] in ("tmpfs", "ramfs"):
+            print(
+                f"warning: local-disk directory {disk_base} is on {meta['disk_fs']}; "
+                "pass --disk-dir on a real disk",
+                file=sys.stderr,
+            )
+        rows: list[dict[str, Any]] = []
         for pipeline in pipelines:
             for chunk in chunks:
                 rows += run_config(pipeline, chunk, args, shm_base, disk_base)
-    finally:
-        shutil.rmtree(shm_base, ignore_errors=True)
-        shutil.rmtree(disk_base, ignore_errors=True)
-        if old_root is None:
-            os.environ.pop("SHMSTORE_ROOT", None)
-        else:
-            os.environ["SHMSTORE_ROOT"] = old_root
     rats = ratios(rows)
     print(
         f"bench_store: Python {meta['python']}, zarr {meta['zarr']}, numpy {meta['numpy']}, "
@@ -428,13 +333,12 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         print(f"(pipelines not in this zarr: {', '.join(skipped)})")
     print_table(rows, rats)
-    if args.output:
-        out = Path(args.output)
-    else:
-        pyver = ".".join(platform.python_version_tuple()[:2])
-        out = RESULTS / f"bench_store-{pyver}-{zarr.__version__}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "ratios": rats}, indent=1))
+    pyver = ".".join(platform.python_version_tuple()[:2])
+    out = write_results(
+        {"meta": meta, "rows": rows, "ratios": rats},
+        f"bench_store-{pyver}-{meta['zarr']}.json",
+        args.output,
+    )
     print(f"\nwrote {out}")
     return 0
 

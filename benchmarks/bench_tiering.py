@@ -33,25 +33,35 @@ it creates in shared memory or on disk is removed at the end.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
-import json
 import os
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import (
+    Reader,
+    create_array,
+    human,
+    min_med_max,
+    parse_size,
+    pipeline_config,
+    pipelines_available,
+    print_header,
+    private_root,
+    scratch_dir,
+    stamp,
+    throughput,
+    time_sides,
+    timed,
+    versions,
+    write_results,
+)
 
-RESULTS = Path(__file__).resolve().parent / "results"
-GIB = float(1 << 30)
-FUSED_PATH = "zarr.core.codec_pipeline.FusedCodecPipeline"
 #: (section, side, baseline) pairs reported as ratios, with the ratio hoped for.
 RATIOS = [
     ("spill read", "spill-tier", "local-disk", 0.9),
@@ -62,117 +72,16 @@ RATIOS = [
 ]
 
 
-def parse_size(text: str) -> int:
-    """``"1MiB"``, ``"64KiB"``, ``"64k"`` or a byte count."""
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    for suffix, mult in (("k", 1 << 10), ("m", 1 << 20), ("g", 1 << 30)):
-        if t.endswith(suffix):
-            return int(float(t[:-1]) * mult)
-    return int(t)
-
-
-def human(n: int) -> str:
-    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= mult and n % mult == 0:
-            return f"{n // mult} {unit}"
-    return f"{n} B"
-
-
 def fs_type(path: str) -> str:
     from shmstore._segments import filesystem_type
 
     return filesystem_type(path) or "?"
 
 
-def pipelines_available() -> list[str]:
-    import zarr.core.codec_pipeline as cp
-
-    return ["default", "fused"] if hasattr(cp, "FusedCodecPipeline") else ["default"]
-
-
-@contextlib.contextmanager
-def pipeline_config(pipeline: str) -> Iterator[None]:
-    import zarr
-
-    if pipeline == "fused":
-        with zarr.config.set({"codec_pipeline.path": FUSED_PATH}):
-            yield
-    else:
-        yield
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
-    finally:
-        gc.enable()
-
-
-def rotated(items: list[str], r: int) -> list[str]:
-    k = r % len(items)
-    return items[k:] + items[:k]
-
-
-def spread(nbytes: int, times: list[float]) -> dict[str, Any]:
-    rates = sorted(nbytes / t / GIB for t in times)
-    return {
-        "best": rates[-1],
-        "min": rates[0],
-        "median": statistics.median(rates),
-        "max": rates[-1],
-        "samples": [nbytes / t / GIB for t in times],
-    }
-
-
-def alternate(sides: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
-    names = list(sides)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for name in rotated(names, r):
-            times[name].append(timed(sides[name]))
-    return times
-
-
 def new_array(store: Any, data: np.ndarray, chunk: int) -> Any:
-    import zarr
-
-    z = zarr.create_array(
-        store,
-        name="a",
-        shape=data.shape,
-        chunks=(chunk // data.itemsize,),
-        dtype=data.dtype,
-        compressors=None,
-        filters=None,
-        fill_value=0.0,
-        overwrite=True,
-    )
+    z = create_array(store, data, chunk)
     z[:] = data
     return z
-
-
-class Reader:
-    """Reads a whole array into one preallocated buffer, and checks it."""
-
-    def __init__(self, data: np.ndarray) -> None:
-        from zarr.core.buffer.cpu import NDBuffer
-
-        self.data = data
-        self.out = np.zeros_like(data)  # pages faulted once, outside any timing
-        self._nd = NDBuffer.from_numpy_array(self.out)
-
-    def read(self, z: Any) -> Callable[[], None]:
-        return lambda: z.get_basic_selection(Ellipsis, out=self._nd)
-
-    def check(self, name: str, z: Any) -> None:
-        self.out.fill(-1.0)
-        self.read(z)()
-        if not np.array_equal(self.out, self.data):
-            raise AssertionError(f"{name}: read back differs from what was written")
 
 
 def rows_from(
@@ -180,7 +89,7 @@ def rows_from(
 ) -> list[dict[str, Any]]:
     return [
         {"section": section, "pipeline": pipeline, "chunk_bytes": chunk, "side": side}
-        | spread(nbytes, t)
+        | throughput(nbytes, t)
         for side, t in times.items()
     ]
 
@@ -210,9 +119,9 @@ def bench_spill(
                 raise AssertionError(f"{in_shm} values of the capacity=0 store stayed in shm")
             arrays["spill-tier"] = zarr.open_array(tiered, path="a", mode="r")
             reader = Reader(data)
-            times = alternate({k: reader.read(z) for k, z in arrays.items()}, rounds)
+            times = time_sides({k: reader.read(z) for k, z in arrays.items()}, rounds)
             for k, z in arrays.items():
-                reader.check(k, z)
+                reader.check(k, reader.read(z))
     finally:
         tiered.destroy()
         plain.destroy()
@@ -241,17 +150,17 @@ def bench_cache(
             cached = zarr.open_array(cache, path="a", mode="r")
             source = zarr.open_array(LocalStore(src_dir, read_only=True), path="a", mode="r")
             cold = timed(reader.read(cached))
-            times = alternate(
+            times = time_sides(
                 {"cache-warm": reader.read(cached), "source": reader.read(source)}, rounds
             )
-            reader.check("cache-warm", cached)
+            reader.check("cache-warm", reader.read(cached))
     finally:
         cache.destroy()
         shutil.rmtree(src_dir, ignore_errors=True)
     rows = rows_from("cache read", pipeline, chunk, data.nbytes, times)
     rows.append(
         {"section": "cache read", "pipeline": pipeline, "chunk_bytes": chunk, "side": "cache-cold"}
-        | spread(data.nbytes, [cold])
+        | throughput(data.nbytes, [cold])
     )
     return rows
 
@@ -300,13 +209,8 @@ def bench_transfer(data: np.ndarray, chunk: int, rounds: int, shm: str, disk: st
     sides["copytree-save"] = lambda: shutil.copytree(src.path, targets["copytree-save"])
     sides["load"] = lambda: shmstore.load(saved, targets["load"], progress=False)
     sides["copytree-load"] = lambda: shutil.copytree(saved, targets["copytree-load"])
-    names = list(sides)
-    times: dict[str, list[float]] = {n: [] for n in names}
     try:
-        for r in range(rounds):
-            prepare()
-            for name in rotated(names, r):
-                times[name].append(timed(sides[name]))
+        times = time_sides(sides, rounds, before_round=prepare)
         loaded = shmstore.SharedMemoryStore(targets["load"].namespace, root=shm)
         import zarr
 
@@ -345,12 +249,11 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def print_table(rows: list[dict[str, Any]], rats: list[dict[str, Any]]) -> None:
     head = f"{'section':<11} {'pipeline':<8} {'chunk':>7} {'side':<14} {'GiB/s':>6}  (min/med/max)"
     print("GiB/s, best of rounds")
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     for r in rows:
         print(
             f"{r['section']:<11} {r['pipeline']:<8} {human(r['chunk_bytes']):>7} "
-            f"{r['side']:<14} {r['best']:6.2f}  {r['min']:.2f}/{r['median']:.2f}/{r['max']:.2f}"
+            f"{r['side']:<14} {r['best']:6.2f}  {min_med_max(r)}"
         )
     print()
     print("ratios (best vs best)")
@@ -380,34 +283,28 @@ def main(argv: list[str] | None = None) -> int:
     pipelines = have if args.pipelines is None else args.pipelines.split(",")
     pipelines = [pl for pl in pipelines if pl in have]
 
-    import zarr
-
-    shm_parent = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    shm = tempfile.mkdtemp(prefix="shmstore-bench-tiering-", dir=shm_parent)
-    disk = tempfile.mkdtemp(prefix="shmstore-bench-tiering-disk-", dir=args.disk_dir)
-    old_root = os.environ.get("SHMSTORE_ROOT")
-    os.environ["SHMSTORE_ROOT"] = shm
-    data = np.random.default_rng(42).random(args.size_mib * (1 << 20) // 8)
-    meta = {
-        "python": platform.python_version(),
-        "zarr": zarr.__version__,
-        "numpy": np.__version__,
-        "cpus": os.cpu_count(),
-        "size_mib": args.size_mib,
-        "rounds": args.rounds,
-        "chunks": chunks,
-        "pipelines": pipelines,
-        "shm_fs": fs_type(shm),
-        "disk_fs": fs_type(disk),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv[1:] if argv is None else argv,
-    }
-    if meta["disk_fs"] in ("tmpfs", "ramfs"):
-        print(
-            f"warning: {disk} is on {meta['disk_fs']}; pass --disk-dir on a disk", file=sys.stderr
-        )
-    rows: list[dict[str, Any]] = []
-    try:
+    with (
+        private_root("shmstore-bench-tiering-") as shm,
+        scratch_dir("shmstore-bench-tiering-disk-", args.disk_dir) as disk,
+    ):
+        data = np.random.default_rng(42).random(args.size_mib * (1 << 20) // 8)
+        meta = {
+            **versions("zarr", "numpy"),
+            "cpus": os.cpu_count(),
+            "size_mib": args.size_mib,
+            "rounds": args.rounds,
+            "chunks": chunks,
+            "pipelines": pipelines,
+            "shm_fs": fs_type(shm),
+            "disk_fs": fs_type(disk),
+            **stamp(argv),
+        }
+        if meta["disk_fs"] in ("tmpfs", "ramfs"):
+            print(
+                f"warning: {disk} is on {meta['disk_fs']}; pass --disk-dir on a disk",
+                file=sys.stderr,
+            )
+        rows: list[dict[str, Any]] = []
         for pipeline in pipelines:
             for chunk in chunks:
                 rows += bench_spill(pipeline, chunk, data, args.rounds, shm, disk)
@@ -415,13 +312,6 @@ def main(argv: list[str] | None = None) -> int:
             for chunk in chunks:
                 rows += bench_cache(pipeline, chunk, data, args.rounds, shm, disk)
         rows += bench_transfer(data, max(chunks), args.rounds, shm, disk)
-    finally:
-        shutil.rmtree(shm, ignore_errors=True)
-        shutil.rmtree(disk, ignore_errors=True)
-        if old_root is None:
-            os.environ.pop("SHMSTORE_ROOT", None)
-        else:
-            os.environ["SHMSTORE_ROOT"] = old_root
     rats = ratios(rows)
     print(
         f"bench_tiering: Python {meta['python']}, zarr {meta['zarr']}, {args.size_mib} MiB "
@@ -429,13 +319,12 @@ def main(argv: list[str] | None = None) -> int:
         f"disk={meta['disk_fs']}"
     )
     print_table(rows, rats)
-    if args.output:
-        out = Path(args.output)
-    else:
-        pyver = ".".join(platform.python_version_tuple()[:2])
-        out = RESULTS / f"bench_tiering-{pyver}-{zarr.__version__}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "ratios": rats}, indent=1))
+    pyver = ".".join(platform.python_version_tuple()[:2])
+    out = write_results(
+        {"meta": meta, "rows": rows, "ratios": rats},
+        f"bench_tiering-{pyver}-{meta['zarr']}.json",
+        args.output,
+    )
     print(f"\nwrote {out}")
     return 0
 

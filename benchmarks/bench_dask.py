@@ -37,23 +37,29 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import os
-import platform
 import shutil
-import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import (
+    met,
+    min_med_max,
+    print_header,
+    private_root,
+    rotated,
+    scratch_dir,
+    spread,
+    stamp,
+    target_mark,
+    versions,
+    write_results,
+)
 
 ROUTES = ("shm", "persist", "scatter", "disk")
 COLUMNS = 1024  # float64 columns: one row is 8 KiB
-RESULTS = Path(__file__).resolve().parent / "results"
 MIB = float(1 << 20)
 
 
@@ -100,17 +106,13 @@ class Routes:
         """Return (place seconds, compute seconds, mean) of one run of *route*."""
         return getattr(self, f"_{route}")()
 
-    def _shm(self) -> tuple[float, float, float]:
-        import dask.array as da
+    def _write_zarr(self, store: Any, **name: str) -> None:
+        """Write the array into *store* as uncompressed zarr, in chunks of *chunk_rows* rows."""
         import zarr
 
-        import shmstore
-
-        t0 = time.perf_counter()
-        store = shmstore.open_store("shm://bench-dask", root=self.shm_root)
         z = zarr.create_array(
             store,
-            name="x",
+            **name,
             shape=self.data.shape,
             chunks=(self.chunk_rows, COLUMNS),
             dtype="f8",
@@ -118,6 +120,15 @@ class Routes:
             overwrite=True,
         )
         z[:] = self.data
+
+    def _shm(self) -> tuple[float, float, float]:
+        import dask.array as da
+
+        import shmstore
+
+        t0 = time.perf_counter()
+        store = shmstore.open_store("shm://bench-dask", root=self.shm_root)
+        self._write_zarr(store, name="x")
         t1 = time.perf_counter()
         x = da.from_zarr("shm://bench-dask/x", storage_options={"root": self.shm_root})
         mean = float(x.mean().compute())
@@ -164,20 +175,11 @@ class Routes:
 
     def _disk(self) -> tuple[float, float, float]:
         import dask.array as da
-        import zarr
         from zarr.storage import LocalStore
 
         path = os.path.join(self.disk, "x.zarr")
         t0 = time.perf_counter()
-        z = zarr.create_array(
-            LocalStore(path),
-            shape=self.data.shape,
-            chunks=(self.chunk_rows, COLUMNS),
-            dtype="f8",
-            compressors=None,
-            overwrite=True,
-        )
-        z[:] = self.data
+        self._write_zarr(LocalStore(path))
         t1 = time.perf_counter()
         mean = float(da.from_zarr(path).mean().compute())
         t2 = time.perf_counter()
@@ -189,16 +191,6 @@ class Routes:
         if after is not None:
             after()
             self._after = None
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {
-        "best": min(values),
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-        "samples": values,
-    }
 
 
 def run_cluster(n_workers: int, data: np.ndarray, args: argparse.Namespace, roots: dict[str, str]):
@@ -228,10 +220,8 @@ def run_cluster(n_workers: int, data: np.ndarray, args: argparse.Namespace, root
             r: {"place": [], "compute": [], "total": [], "pss": []} for r in ROUTES
         }
         means: dict[str, float] = {}
-        order = list(ROUTES)
         for r in range(args.rounds):
-            k = r % len(order)
-            for route in order[k:] + order[:k]:
+            for route in rotated(ROUTES, r):
                 place, compute, mean = routes.run(route)
                 res[route]["place"].append(place)
                 res[route]["compute"].append(compute)
@@ -247,7 +237,7 @@ def run_cluster(n_workers: int, data: np.ndarray, args: argparse.Namespace, root
     for route in ROUTES:
         row: dict[str, Any] = {"workers": n_workers, "route": route}
         for key in ("place", "compute", "total"):
-            row[key] = spread(res[route][key])
+            row[key] = spread(res[route][key], lower_is_better=True)
         pss = res[route]["pss"]
         row["pss"] = {"min": min(pss), "max": max(pss), "samples": pss}
         row["idle_pss"] = idle
@@ -282,13 +272,7 @@ def ratios(rows: list[dict[str, Any]], nbytes: int) -> list[dict[str, Any]]:
                 }
             )
     for r in out:
-        t = r["target"]
-        if t is None:
-            r["met"] = None
-        elif "PSS" in r["what"]:
-            r["met"] = r["ratio"] <= t
-        else:
-            r["met"] = r["ratio"] >= t
+        r["met"] = met(r["ratio"], r["target"], at_most="PSS" in r["what"])
     return out
 
 
@@ -302,14 +286,12 @@ def print_table(meta: dict[str, Any], rows: list[dict[str, Any]], rats: list[dic
         f"{'workers':>7} {'route':<8} {'place s':>8} {'compute s':>10} {'total s':>8} "
         f"{'total min/med/max':>20} {'PSS MiB':>8} {'idle MiB':>8}"
     )
-    print(head)
-    print("-" * len(head))
+    print_header(head)
     for r in rows:
         t = r["total"]
-        mmm = f"{t['min']:.2f}/{t['median']:.2f}/{t['max']:.2f}"
         print(
             f"{r['workers']:>7} {r['route']:<8} {r['place']['best']:8.3f} "
-            f"{r['compute']['best']:10.3f} {t['best']:8.3f} {mmm:>20} "
+            f"{r['compute']['best']:10.3f} {t['best']:8.3f} {min_med_max(t):>20} "
             f"{r['pss']['min'] / MIB:8.0f} {r['idle_pss'] / MIB:8.0f}"
         )
     print()
@@ -318,10 +300,7 @@ def print_table(meta: dict[str, Any], rows: list[dict[str, Any]], rats: list[dic
         extra = ""
         if "ratio_over_idle" in r:
             extra = f" ({r['ratio_over_idle']:.2f}x over idle)"
-        mark = ""
-        if r["target"] is not None:
-            sign = "<=" if "PSS" in r["what"] else ">="
-            mark = f"  target {sign} {r['target']:.1f}x: " + ("met" if r["met"] else "NOT met")
+        mark = target_mark(r["target"], r["met"], "<=" if "PSS" in r["what"] else ">=")
         print(f"  {r['workers']} workers: {r['what']:<32} {r['ratio']:6.2f}x{extra}{mark}")
 
 
@@ -339,53 +318,33 @@ def main(argv: list[str] | None = None) -> int:
         args.size_mib, args.rounds, args.workers = min(args.size_mib, 64), 1, "2"
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
 
-    import dask
-    import distributed
-    import zarr
-
-    shm_parent = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    roots = {
-        "shm": tempfile.mkdtemp(prefix="shmstore-bench-dask-", dir=shm_parent),
-        "disk": tempfile.mkdtemp(prefix="shmstore-bench-dask-disk-", dir=args.disk_dir),
-    }
-    old_root = os.environ.get("SHMSTORE_ROOT")
-    os.environ["SHMSTORE_ROOT"] = roots["shm"]  # inherited by the worker processes
-    rows = max(1, args.size_mib * (1 << 20) // (COLUMNS * 8))
-    data = np.random.default_rng(0).random((rows, COLUMNS))
-    meta = {
-        "python": platform.python_version(),
-        "zarr": zarr.__version__,
-        "dask": dask.__version__,
-        "distributed": distributed.__version__,
-        "numpy": np.__version__,
-        "cpus": os.cpu_count(),
-        "size_mib": args.size_mib,
-        "chunk_mib": args.chunk_mib,
-        "rounds": args.rounds,
-        "workers": workers,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "argv": sys.argv[1:] if argv is None else argv,
-    }
-    results: list[dict[str, Any]] = []
-    try:
+    # SHMSTORE_ROOT, set to the private root, is inherited by the worker processes.
+    with (
+        private_root("shmstore-bench-dask-") as shm,
+        scratch_dir("shmstore-bench-dask-disk-", args.disk_dir) as disk,
+    ):
+        roots = {"shm": shm, "disk": disk}
+        rows = max(1, args.size_mib * (1 << 20) // (COLUMNS * 8))
+        data = np.random.default_rng(0).random((rows, COLUMNS))
+        meta = {
+            **versions("zarr", "dask", "distributed", "numpy"),
+            "cpus": os.cpu_count(),
+            "size_mib": args.size_mib,
+            "chunk_mib": args.chunk_mib,
+            "rounds": args.rounds,
+            "workers": workers,
+            **stamp(argv),
+        }
+        results: list[dict[str, Any]] = []
         for n in workers:
             results += run_cluster(n, data, args, roots)
-    finally:
-        for path in roots.values():
-            shutil.rmtree(path, ignore_errors=True)
-        if old_root is None:
-            os.environ.pop("SHMSTORE_ROOT", None)
-        else:
-            os.environ["SHMSTORE_ROOT"] = old_root
     rats = ratios(results, data.nbytes)
     print_table(meta, results, rats)
-    out = (
-        Path(args.output)
-        if args.output
-        else (RESULTS / f"bench_dask-py{meta['python']}-zarr{meta['zarr']}.json")
+    out = write_results(
+        {"meta": meta, "rows": results, "ratios": rats},
+        f"bench_dask-py{meta['python']}-zarr{meta['zarr']}.json",
+        args.output,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": results, "ratios": rats}, indent=1))
     print(f"\nwrote {out}")
     return 0
 

@@ -66,25 +66,18 @@ import mmap
 import multiprocessing
 import os
 import pickle
-import platform
-import shutil
-import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing import shared_memory
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import GIB, alternate, private_root, rotated, spread, versions, write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
-GIB = float(1 << 30)
 TRACKS = sys.version_info < (3, 13)  # SharedMemory registers attaches
 
 # Targets of issue 5 (ratios; > 1 means shmstore is faster unless noted).
@@ -105,23 +98,13 @@ def _sa() -> Any:
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-    return {
-        "best": max(values),
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-    }
+    """Spread of rates (higher is better)."""
+    return spread(values, samples=False)
 
 
 def _rounds(contenders: dict[str, Callable[[], float]], rounds: int) -> dict[str, list[float]]:
     """Run each contender once per round, rotating the order; values are rates."""
-    names = list(contenders)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        for n in order:
-            out[n].append(contenders[n]())
-    return out
+    return alternate(list(contenders), lambda n: contenders[n](), rounds)
 
 
 # --------------------------------------------------------------- 1. attach
@@ -215,8 +198,7 @@ def bench_attach(root: str, n: int, rounds: int) -> dict[str, Any]:
     }
     try:
         for r in range(rounds):
-            order = list(names)[r % len(names) :] + list(names)[: r % len(names)]
-            for k in order:
+            for k in rotated(list(names), r):
                 code = ATTACH_MAIN.format(body=textwrap.dedent(ATTACH_CHILD[k]))
                 proc = subprocess.run(
                     [sys.executable, "-c", code, names[k], str(n)],
@@ -244,12 +226,7 @@ def bench_attach(root: str, n: int, rounds: int) -> dict[str, Any]:
 
 def _spread_low(values: list[float]) -> dict[str, float]:
     """Spread of times (lower is better)."""
-    return {
-        "best": min(values),
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-    }
+    return spread(values, lower_is_better=True, samples=False)
 
 
 # ------------------------------------------------------------- 2. pool sum
@@ -440,17 +417,6 @@ def bench_lock(root: str, pairs: int, rounds: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------- report
-@contextlib.contextmanager
-def private_root() -> Iterator[str]:
-    base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
-    root = os.path.join(base, f"shmstore-bench-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    os.mkdir(root, 0o700)
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _row(label: str, s: dict[str, float], unit: str, ratio: str = "") -> str:
     return (
         f"  {label:<26} {s['best']:>10.3g} {unit:<8} "
@@ -471,14 +437,13 @@ def main() -> int:
     n = (args.size_mib << 20) // 8
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
+        **versions("numpy"),
         "SharedArray": getattr(_sa(), "__version__", None) if _sa() else None,
         "size_mib": args.size_mib,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
     }
-    with private_root() as root:
+    with private_root("shmstore-bench-") as root:
         report["attach"] = bench_attach(root, (64 << 20) // 8, max(args.rounds, 3))
         report["pool_sum_gib_s"] = bench_pool(root, n, args.rounds, args.pickled_rounds)
         report["create_fill_gib_s"] = bench_create(root, n, args.rounds)
@@ -538,9 +503,7 @@ def main() -> int:
     report["targets"] = TARGETS
     report["seconds"] = time.perf_counter() - started
     print(f"\n({report['seconds']:.0f} s)")
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"bench_arrays-{report['python']}.json"
-    out.write_text(json.dumps(report, indent=1))
+    out = write_results(report, f"bench_arrays-{report['python']}.json")
     print(f"wrote {out}")
     return 0
 

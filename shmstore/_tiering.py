@@ -63,7 +63,7 @@ from shmstore._segments import META, _read_meta, _write_meta
 from shmstore._store import _slice
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Coroutine, Iterator
+    from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
 
     from zarr.abc.store import ByteRequest
     from zarr.core.buffer import BufferPrototype
@@ -598,35 +598,41 @@ class Tiers:
             total += size or 0
         return total
 
-    async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
+    def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         """Keys of both tiers that start with *prefix*, each once."""
-        seen = set()
-        for key in self.ns.iter_keys(prefix):
-            seen.add(key)
-            yield key
-        if self.spill is None:
-            return
-        try:
-            async for key in self.spill.list_prefix(prefix):
-                if key not in seen and key.startswith(prefix):
-                    yield key
-        except FileNotFoundError:
-            return  # the spill store was never written
+        return self._both_tiers(
+            lambda: self.ns.iter_keys(prefix), lambda spill: spill.list_prefix(prefix), prefix
+        )
 
-    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+    def list_dir(self, prefix: str) -> AsyncIterator[str]:
         """Names directly under the directory *prefix*, both tiers, each once."""
+        return self._both_tiers(
+            lambda: self.ns.list_dir(prefix), lambda spill: spill.list_dir(prefix)
+        )
+
+    async def _both_tiers(
+        self,
+        in_shm: Callable[[], Iterable[str]],
+        in_spill: Callable[[Store], AsyncIterator[str]],
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
+        """What the shared-memory tier lists, then what only the spill tier lists.
+
+        Both listings start when the iteration does. Names from the spill tier
+        are kept only where they start with *prefix*.
+        """
         seen = set()
-        for name in self.ns.list_dir(prefix):
+        for name in in_shm():
             seen.add(name)
             yield name
         if self.spill is None:
             return
         try:
-            async for name in self.spill.list_dir(prefix):
-                if name not in seen:
+            async for name in in_spill(self.spill):
+                if name not in seen and name.startswith(prefix):
                     yield name
         except FileNotFoundError:
-            return
+            return  # the spill store was never written
 
 
 # ------------------------------------------------------------------- attach

@@ -792,6 +792,16 @@ def _transfer_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def _transfer_kwargs(overwrite: bool, verify: str, concurrency: int, quiet: bool) -> dict[str, Any]:
+    """The library's keyword arguments for the flags of :func:`_transfer_options`."""
+    return {
+        "overwrite": overwrite,
+        "progress": False if quiet else None,
+        "concurrency": concurrency,
+        "verify": False if verify == "none" else verify,
+    }
+
+
 def _namespace(spec: str, root: str, *, read_only: bool, **kwargs: Any) -> Any:
     """The namespace named by *spec* (``name`` or ``shm://name``) under *root*."""
     from shmstore._store import SharedMemoryStore
@@ -873,15 +883,13 @@ def save_command(
     """
     save = _transfer_function("save")
     root = _resolve(root)
+    options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
     _run_transfer(
         "save",
         lambda: save(
             _namespace(src, root, read_only=True),
             _other_end(dst, root, read_only=False),
-            overwrite=overwrite,
-            progress=False if quiet else None,
-            concurrency=concurrency,
-            verify=False if verify == "none" else verify,
+            **options,
         ),
         as_json,
     )
@@ -922,19 +930,9 @@ def load_command(
     name = dst.removeprefix("shm://").strip("/")
     existed = os.path.lexists(os.path.join(root, name))
     target = _namespace(dst, root, read_only=False, **tiering)
+    options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
     try:
-        _run_transfer(
-            "load",
-            lambda: load(
-                source,
-                target,
-                overwrite=overwrite,
-                progress=False if quiet else None,
-                concurrency=concurrency,
-                verify=False if verify == "none" else verify,
-            ),
-            as_json,
-        )
+        _run_transfer("load", lambda: load(source, target, **options), as_json)
     except BaseException:
         if not existed:
             # A load that fails (a missing source, say) leaves no empty namespace.

@@ -179,6 +179,26 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         name, _, key = self._strip_protocol(path).partition("/")
         return name, key
 
+    def _split_key(self, path: str, refusal: str) -> tuple[str, str]:
+        """Return ``(namespace, key)`` of a *path* that must name a key.
+
+        A path naming a namespace raises ``IsADirectoryError`` with the
+        message *refusal*, formatted with the namespace as ``{name}``.
+        """
+        name, key = self._split(path)
+        if not key:
+            raise IsADirectoryError(errno.EISDIR, refusal.format(name=name), path)
+        return name, key
+
+    def _split_removable(self, path: str) -> tuple[str, str, Namespace]:
+        """Return namespace, key and handle of *path*, which must name a namespace."""
+        name, key = self._split(path)
+        if not name:
+            raise ValueError(
+                f"refusing to remove every namespace in {self.root}; remove them by name"
+            )
+        return name, key, self._handle(name)
+
     def _handle(self, name: str, *, create: bool = False) -> Namespace:
         try:
             return Namespace.open(name, self.root, create=create, mode=self.mode)
@@ -363,14 +383,14 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         return True
 
     async def _isdir(self, path: str) -> bool:
-        try:
-            return (await self._info(path))["type"] == _DIR
-        except OSError:
-            return False
+        return await self._is_type(path, _DIR)
 
     async def _isfile(self, path: str) -> bool:
+        return await self._is_type(path, _FILE)
+
+    async def _is_type(self, path: str, kind: str) -> bool:
         try:
-            return (await self._info(path))["type"] == _FILE
+            return (await self._info(path))["type"] == kind
         except OSError:
             return False
 
@@ -402,13 +422,9 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         self, path: str, start: int | None = None, end: int | None = None
     ) -> memoryview:
         """Read-only view of the value at *path*, sliced like ``bytes`` (zero copy)."""
-        name, key = self._split(path)
-        if not key:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"shm://{name} is a namespace, not a file; read shm://{name}/<key>",
-                path,
-            )
+        name, key = self._split_key(
+            path, "shm://{name} is a namespace, not a file; read shm://{name}/<key>"
+        )
         ns = self._handle(name)
         view = await self._kread(ns, key)
         if view is None:
@@ -463,13 +479,9 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
     ) -> None:
         if mode not in ("overwrite", "create"):
             raise ValueError(f"pipe_file mode must be 'overwrite' or 'create', got {mode!r}")
-        name, key = self._split(path)
-        if not key:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"cannot write to shm://{name}: it names a namespace; write shm://{name}/<key>",
-                path,
-            )
+        name, key = self._split_key(
+            path, "cannot write to shm://{name}: it names a namespace; write shm://{name}/<key>"
+        )
         if isinstance(value, str):
             raise TypeError(f"pipe_file value for {path!r} must be bytes-like, not str")
         check_key(key)
@@ -480,13 +492,9 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             )
 
     async def _rm_file(self, path: str, **kwargs: Any) -> None:
-        name, key = self._split(path)
-        if not key:
-            raise IsADirectoryError(
-                errno.EISDIR,
-                f"shm://{name} is a namespace; remove it with rm({name!r}, recursive=True)",
-                path,
-            )
+        name, key = self._split_key(
+            path, "shm://{name} is a namespace; remove it with rm({name!r}, recursive=True)"
+        )
         ns = self._handle(name)
         if await self._kdelete(ns, key):
             return
@@ -497,12 +505,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             )
 
     async def _rm_tree(self, path: str) -> None:
-        name, key = self._split(path)
-        if not name:
-            raise ValueError(
-                f"refusing to remove every namespace in {self.root}; remove them by name"
-            )
-        ns = self._handle(name)
+        _, key, ns = self._split_removable(path)
         if not key:
             ns.destroy()
             return
@@ -514,12 +517,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
 
     async def _rm_entry(self, path: str, recursive: bool) -> None:
         """Remove one path of an expanded listing (children come first)."""
-        name, key = self._split(path)
-        if not name:
-            raise ValueError(
-                f"refusing to remove every namespace in {self.root}; remove them by name"
-            )
-        ns = self._handle(name)
+        name, key, ns = self._split_removable(path)
         if not key:
             if not await self._kkeys(ns, ""):
                 ns.destroy()
@@ -838,11 +836,7 @@ class SharedMemoryFile(AbstractBufferedFile):
             self._view = fs._read_now(path)
             kwargs["size"] = len(self._view)
         elif mode in ("wb", "xb", "ab"):
-            name, key = fs._split(path)
-            if not key:
-                raise IsADirectoryError(
-                    errno.EISDIR, f"shm://{name} names a namespace, not a file", path
-                )
+            name, key = fs._split_key(path, "shm://{name} names a namespace, not a file")
             check_key(key)
             if mode == "xb" and fs.exists(path):
                 raise FileExistsError(

@@ -39,7 +39,7 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,6 +74,79 @@ _WRITE_STEP = 64 << 20
 _PATTERN_BYTES = 4 << 20
 
 
+class _File:
+    """One named array file, validated and its header parsed once per process.
+
+    A published array's header never changes: the file is published whole by
+    ``link()`` and shmstore never rewrites its header (a delete sets the
+    state word, which is not parsed here). So :func:`attach` reuses this
+    record for a name it attached before when an ``fstat`` shows the same
+    file (:attr:`ident`: inode, size, owner, device). A delete and re-create
+    gives a new inode on a tmpfs, which numbers inodes with a counter; a disk
+    filesystem reuses a freed inode number at once, so on a file-backed root
+    (:attr:`trusted` false) every attach parses the header. The ctime is not
+    part of the identity: every first write to a page through a mapping
+    updates it, so it would throw the record away on most attaches of an
+    array that is being written.
+
+    It also holds weak references to this process's live mappings of the
+    file (read-write and read-only), so that attaching while a view is alive
+    reuses the mapping.
+    """
+
+    __slots__ = (
+        "data_offset",
+        "dtype",
+        "ident",
+        "ino",
+        "live",
+        "meta",
+        "name",
+        "nbytes",
+        "order",
+        "path",
+        "rfd",
+        "root",
+        "shape",
+        "token",
+        "trusted",
+    )
+
+    def __init__(self, root: str, name: str, st: os.stat_result, buf: Any) -> None:
+        path = os.path.join(root, name)
+        meta, data_offset = seg.decode_array_header(buf, path, st.st_size)
+        try:
+            shape = tuple(operator.index(n) for n in meta["shape"])
+            dtype = _dtype_from_json(meta["dtype"])
+            order = meta["order"]
+            if order not in ("C", "F") or any(n < 0 for n in shape):
+                raise ValueError(f"order {order!r}, shape {shape}")
+            if math.prod(shape) * dtype.itemsize != meta["nbytes"]:
+                raise ValueError(f"shape {shape} x {dtype} is not {meta['nbytes']} bytes")
+        except (TypeError, ValueError, KeyError) as e:
+            raise ForeignEntryError(path, f"a named array with a corrupt header: {e}") from e
+        self.root, self.name, self.path, self.rfd = root, name, path, seg.array_root_fd(root)
+        self.meta, self.data_offset, self.shape, self.dtype = meta, data_offset, shape, dtype
+        self.order, self.nbytes, self.token = order, meta["nbytes"], str(meta["token"])
+        self.ino = st.st_ino
+        self.ident = (st.st_ino, st.st_size, st.st_uid, st.st_dev)
+        self.trusted = seg.memory_backed(root)
+        self.live: list[weakref.ref[_Mapping] | None] = [None, None]  # by read_only
+
+    def mapping(self, read_only: bool) -> _Mapping | None:
+        """This process's live mapping of the file, if the name still holds the file."""
+        ref = self.live[read_only]
+        if ref is None or ref() is None:
+            return None
+        try:
+            st = os.stat(self.name, dir_fd=self.rfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if (st.st_ino, st.st_size, st.st_uid, st.st_dev) != self.ident:
+            return None  # deleted (and re-created), truncated, chown-ed: map afresh
+        return ref()
+
+
 class _Mapping(mmap.mmap):
     """The shared mapping of one named array file: the owner of its memory.
 
@@ -81,124 +154,92 @@ class _Mapping(mmap.mmap):
     chain; the memory is unmapped when the last of them is gone.
     """
 
-    name: str
-    root: str
-    path: str
+    # _lock and data_address are set on first use (read them with getattr).
+    __slots__ = ("_lock", "data_address", "file", "read_only")
+
+    file: _File
     read_only: bool
-    meta: dict[str, Any]
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    order: str
-    nbytes: int
-    token: str
-    data_offset: int
-    ino: int
-    ctime_ns: int
-    _lock: Lock | None
+    data_address: int
+    _lock: Lock
+
+    name = property(operator.attrgetter("file.name"))
+    root = property(operator.attrgetter("file.root"))
+    path = property(operator.attrgetter("file.path"))
+    meta = property(operator.attrgetter("file.meta"))
+    order = property(operator.attrgetter("file.order"))
+    nbytes = property(operator.attrgetter("file.nbytes"))
+    token = property(operator.attrgetter("file.token"))
+    data_offset = property(operator.attrgetter("file.data_offset"))
+    ino = property(operator.attrgetter("file.ino"))
 
 
-# (root, name, read_only) -> the live mapping of this process, if any. Weak: a
-# mapping nobody views is unmapped; each hit is revalidated with one lstat.
-_mappings: dict[tuple[str, str, bool], _Ref] = {}
-# (root, name) -> (st_ino, st_ctime_ns, st_size, parsed header): attaching an
-# array again skips parsing its header (written once, at creation).
-_headers: dict[tuple[str, str], tuple[int, int, int, _Header]] = {}
-# (root argument, $SHMSTORE_ROOT) -> resolved root
-_roots: dict[tuple[str | None, str | None], str] = {}
+# (root, name) -> the file as last validated (see _File).
+_files: dict[tuple[str, str], _File] = {}
+# (root argument, $SHMSTORE_ROOT if the argument is None, name) -> the _File that
+# attach() found for them: the fast path's one look-up (see attach).
+_attached: dict[tuple[str | None, bytes | None, str], _File] = {}
+# root argument -> resolved root; value of $SHMSTORE_ROOT (bytes) -> resolved root
+_roots: dict[str, str] = {}
+_env_roots: dict[bytes | None, str] = {}
+_MAX_FILES = 1024
+_PROT = (mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ)  # by read_only
+_OPEN_FLAGS = seg.ARRAY_OPEN_FLAGS  # by read_only
+_MAP_SHARED = mmap.MAP_SHARED
+_TRACKFD = bool(_MMAP_KW)
+_new_array = np.ndarray.__new__
+_weakref = weakref.ref
+_open, _fstat, _close = os.open, os.fstat, os.close
+# os.environ keeps its raw (bytes) mapping in _data, which os.environ[...] = and
+# del update; reading it directly costs 0.05 us instead of 0.26 us for
+# os.environ.get (encode, look up, decode): a quarter of what attach spends
+# outside system calls.
+_ENV_KEY = os.fsencode(seg.ENV_ROOT)
+_environ_raw: Any = getattr(os.environ, "_data", None)
+if not isinstance(_environ_raw, dict) or any(type(k) is not bytes for k in _environ_raw):
+    _environ_raw = None
 
 
-class _Ref(weakref.ref):  # type: ignore[type-arg]
-    __slots__ = ("key",)
-    key: tuple[str, str, bool]
+def _environ_get_portable(key: bytes) -> bytes | None:
+    value = os.environ.get(os.fsdecode(key))
+    return None if value is None else os.fsencode(value)
 
 
-def _forget(ref: _Ref) -> None:
-    if _mappings.get(ref.key) is ref:
-        _mappings.pop(ref.key, None)
+_environ_get = _environ_raw.get if _environ_raw is not None else _environ_get_portable
 
 
-def _remember(m: _Mapping) -> None:
-    ref = _Ref(m, _forget)
-    ref.key = (m.root, m.name, m.read_only)
-    _mappings[ref.key] = ref
+def _env_root() -> bytes | None:
+    """The raw value of ``$SHMSTORE_ROOT`` (``None`` if unset)."""
+    return _environ_get(_ENV_KEY)
 
 
 def _root(root: str | os.PathLike[str] | None) -> str:
-    key = (None if root is None else os.fspath(root), os.environ.get(seg.ENV_ROOT))
-    resolved = _roots.get(key)
+    """The resolved root for a ``root=`` argument (checked once per process and value)."""
+    if root is None:
+        env = _env_root()
+        resolved = _env_roots.get(env)
+        if resolved is None:
+            resolved = _env_roots[env] = resolve_root(None)
+        return resolved
+    root = os.fspath(root)
+    resolved = _roots.get(root)
     if resolved is None:
-        resolved = _roots[key] = resolve_root(root)
+        resolved = resolve_root(root)
+        if os.path.isabs(root):  # a relative one depends on the working directory
+            _roots[root] = resolved
     return resolved
 
 
-def _cached(root: str, name: str, read_only: bool) -> _Mapping | None:
-    ref = _mappings.get((root, name, read_only))
-    m = ref() if ref is not None else None
-    if m is None:
-        return None
-    try:
-        st = seg.stat_array_segment(root, name)
-    except FileNotFoundError:
-        return None
-    # A delete and re-create gives a new inode; a change of ctime without one
-    # (chmod, the transient link going away) only costs a fresh mapping.
-    if st.st_ino != m.ino or st.st_ctime_ns != m.ctime_ns:
-        return None
-    return m
-
-
-class _Header(NamedTuple):
-    meta: dict[str, Any]
-    data_offset: int
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    order: str
-    nbytes: int
-    token: str
-
-
-def _parse(buf: Any, st: os.stat_result, root: str, name: str, path: str) -> _Header:
-    key = (root, name)
-    hit = _headers.get(key)
-    if hit is not None and hit[:3] == (st.st_ino, st.st_ctime_ns, st.st_size):
-        return hit[3]
-    meta, data_offset = seg.decode_array_header(buf, path, st.st_size)
-    try:
-        shape = tuple(operator.index(n) for n in meta["shape"])
-        dtype = _dtype_from_json(meta["dtype"])
-        order = meta["order"]
-        if order not in ("C", "F") or any(n < 0 for n in shape):
-            raise ValueError(f"order {order!r}, shape {shape}")
-        if math.prod(shape) * dtype.itemsize != meta["nbytes"]:
-            raise ValueError(f"shape {shape} x {dtype} is not {meta['nbytes']} bytes")
-    except (TypeError, ValueError, KeyError) as e:
-        raise ForeignEntryError(path, f"a named array with a corrupt header: {e}") from e
-    header = _Header(meta, data_offset, shape, dtype, order, meta["nbytes"], str(meta["token"]))
-    if len(_headers) >= 1024:
-        _headers.clear()
-    _headers[key] = (st.st_ino, st.st_ctime_ns, st.st_size, header)
-    return header
-
-
-def _map(fd: int, st: os.stat_result, root: str, name: str, read_only: bool) -> _Mapping:
-    """Map the whole array file *fd* and parse its header from the mapping."""
-    prot = mmap.PROT_READ if read_only else mmap.PROT_READ | mmap.PROT_WRITE
-    m = _Mapping(fd, st.st_size, flags=mmap.MAP_SHARED, prot=prot, **_MMAP_KW)
-    path = os.path.join(root, name)
-    h = _parse(m, st, root, name, path)
-    m.name, m.root, m.path, m.read_only = name, root, path, read_only
-    m.meta, m.shape, m.dtype, m.order = h.meta, h.shape, h.dtype, h.order
-    m.nbytes, m.token, m.data_offset = h.nbytes, h.token, h.data_offset
-    m.ino, m.ctime_ns = st.st_ino, st.st_ctime_ns
-    m._lock = None
-    _remember(m)
-    return m
+def _absolute(root: object) -> bool:
+    return type(root) is str and os.path.isabs(root)
 
 
 def _open_mapping(root: str, name: str, read_only: bool) -> _Mapping:
-    m = _cached(root, name, read_only)
-    if m is not None:
-        return m
+    """Map the named array *name*: the full path, which validates what it opens."""
+    f = _files.get((root, name))
+    if f is not None:
+        m = f.mapping(read_only)
+        if m is not None:
+            return m
     fd, st = seg.open_array_segment(root, name, read_only=read_only)
     try:
         return _map(fd, st, root, name, read_only)
@@ -206,10 +247,24 @@ def _open_mapping(root: str, name: str, read_only: bool) -> _Mapping:
         os.close(fd)
 
 
+def _map(fd: int, st: os.stat_result, root: str, name: str, read_only: bool) -> _Mapping:
+    """Map the whole array file *fd* (opened and checked), validate its header, record both.
+
+    The header is parsed from the mapping (no ``pread``).
+    """
+    m = _Mapping(fd, st.st_size, _MAP_SHARED, _PROT[read_only], **_MMAP_KW)
+    f = _File(root, name, st, m)
+    m.file, m.read_only = f, read_only
+    f.live[read_only] = _weakref(m)
+    if len(_files) >= _MAX_FILES:
+        _files.clear()
+    _files[root, name] = f
+    return m
+
+
 def _whole(m: _Mapping) -> NamedArray:
-    return np.ndarray.__new__(
-        NamedArray, m.shape, m.dtype, buffer=m, offset=m.data_offset, order=m.order
-    )
+    f = m.file
+    return _new_array(NamedArray, f.shape, f.dtype, m, f.data_offset, None, f.order)
 
 
 def _mapping_of(arr: np.ndarray) -> _Mapping | None:
@@ -222,10 +277,10 @@ def _mapping_of(arr: np.ndarray) -> _Mapping | None:
 
 def _data_address(m: _Mapping) -> int:
     """Address of the first data byte of *m* in this process (computed on first use)."""
-    address = m.__dict__.get("data_address")
+    address = getattr(m, "data_address", None)
     if address is None:
         base = np.frombuffer(m, np.uint8).__array_interface__["data"][0]
-        address = m.__dict__["data_address"] = base + m.data_offset
+        address = m.data_address = base + m.data_offset
     return address
 
 
@@ -402,7 +457,7 @@ class NamedArray(np.ndarray):
         object per mapping in a process; not reentrant.
         """
         m = self._mapping()
-        lock = m._lock
+        lock = getattr(m, "_lock", None)
         if lock is None:
             from shmstore._lock import Lock
 
@@ -519,7 +574,7 @@ def _rebuild(
     dtype: np.dtype[Any],
 ) -> NamedArray:
     """Unpickle a view of a named array: attach it by name (zero copy)."""
-    m = _open_mapping(root, name, read_only)
+    m: _Mapping = attach(name, read_only=read_only, root=root).base
     if m.token != token:
         raise FileNotFoundError(
             errno.ENOENT,
@@ -714,8 +769,54 @@ def attach(
     PermissionError
         If the file belongs to another user.
     """
+    # Fast path, for a name this process attached before with the same root
+    # argument and $SHMSTORE_ROOT: one look-up finds the validated file
+    # (_File), then one open (O_NOFOLLOW) and one fstat prove that the name
+    # still holds that very file (same inode, size, owner, device: so the same
+    # type and header), and one mmap; the header is not even read. Anything
+    # else (an error, another file) takes the full path below, which reports
+    # it. Written out inline: what attach costs beyond its system calls is
+    # mostly these lines.
+    try:
+        key = (root, _environ_get(_ENV_KEY) if root is None else None, name)
+        f = _attached.get(key)
+    except TypeError:  # unhashable root or name: check_name() says what is wrong
+        key, f = None, None
+    if f is not None:
+        ref = f.live[read_only]
+        if ref is not None and ref() is not None:
+            m = f.mapping(read_only)  # a view is alive: share its mapping
+            if m is not None:
+                return _new_array(NamedArray, f.shape, f.dtype, m, f.data_offset, None, f.order)
+        else:
+            try:
+                fd = _open(f.name, _OPEN_FLAGS[read_only], dir_fd=f.rfd)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    st = _fstat(fd)
+                    if (st.st_ino, st.st_size, st.st_uid, st.st_dev) == f.ident:
+                        if _TRACKFD:
+                            m = _Mapping(
+                                fd, st.st_size, _MAP_SHARED, _PROT[read_only], trackfd=False
+                            )
+                        else:
+                            m = _Mapping(fd, st.st_size, _MAP_SHARED, _PROT[read_only])
+                        m.file, m.read_only = f, read_only
+                        f.live[read_only] = _weakref(m)
+                        return _new_array(
+                            NamedArray, f.shape, f.dtype, m, f.data_offset, None, f.order
+                        )
+                finally:
+                    _close(fd)
     name = check_name(name, "array")
-    return _whole(_open_mapping(_root(root), name, read_only))
+    m = _open_mapping(_root(root), name, read_only)
+    if key is not None and m.file.trusted and (root is None or _absolute(root)):
+        if len(_attached) >= _MAX_FILES:
+            _attached.clear()
+        _attached[key] = m.file
+    return _whole(m)
 
 
 def delete(name: str, *, root: str | os.PathLike[str] | None = None) -> None:

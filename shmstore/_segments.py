@@ -156,6 +156,24 @@ def _check_memory_backed(root: str) -> str:
     return root
 
 
+_memory_backed: dict[str, bool] = {}
+
+
+def memory_backed(root: str) -> bool:
+    """Whether the resolved *root* is on a tmpfs or ramfs (checked once per process).
+
+    There, inode numbers come from a counter and are not reused while the
+    machine runs, so ``(st_dev, st_ino)`` identifies one file for good; on a
+    disk filesystem a freed inode number is reused at once.
+    """
+    known = _memory_backed.get(root)
+    if known is None:
+        known = _memory_backed[root] = _same_device(root, DEFAULT_ROOT) or (
+            filesystem_type(root) in MEMORY_FILESYSTEMS
+        )
+    return known
+
+
 def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
     """Return the absolute shared-memory root directory, creating it if needed.
 
@@ -1151,6 +1169,8 @@ _O_ARRAY_NEW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_ARRAY_RO = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _O_ARRAY_RW = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _ARRAY_KEYS = ("shape", "dtype", "order", "nbytes", "token")
+#: ``os.open`` flags of an existing array file, indexed by ``read_only``.
+ARRAY_OPEN_FLAGS = (_O_ARRAY_RW, _O_ARRAY_RO)
 
 
 def encode_array_header(meta: dict[str, Any]) -> bytes:
@@ -1387,9 +1407,14 @@ def open_array_segment(
         raise
 
 
-def stat_array_segment(root: str, name: str) -> os.stat_result:
-    """``lstat`` of the entry *name* in *root* (to revalidate a cached mapping)."""
-    return os.stat(name, dir_fd=_root_fd(root), follow_symlinks=False)
+def array_root_fd(root: str) -> int:
+    """The directory descriptor of *root* that array files are opened relative to.
+
+    ``os.open(name, ARRAY_OPEN_FLAGS[read_only], dir_fd=array_root_fd(root))``
+    reopens a file that :func:`open_array_segment` validated before; a caller
+    that does so must check with ``fstat`` that it is still that file.
+    """
+    return _root_fd(root)
 
 
 def unlink_array_segment(root: str, name: str, *, token: str | None = None) -> bool:

@@ -401,6 +401,115 @@ def test_read_only_enforcement() -> None:
     assert float(shmstore.attach("ro")[0]) == 1.0
 
 
+# ------------------------------------------ attach again: what it re-checks
+# A second attach of a name in a process reuses the header it parsed the first
+# time, after one open (O_NOFOLLOW) and fstat show the very same file. Each
+# test attaches once first (so that the reuse is in play), drops every view,
+# changes what the name holds, and attaches again.
+def _attach_once_and_drop(name: str, **kwargs: object) -> None:
+    a = shmstore.attach(name, **kwargs)  # type: ignore[arg-type]
+    b = shmstore.attach(name, **kwargs)  # type: ignore[arg-type]
+    assert b.shape == a.shape
+    del a, b
+
+
+def test_attach_again_after_recreate_in_this_process() -> None:
+    shmstore.create("again", 10, "f8", fill=1.0)
+    _attach_once_and_drop("again")
+    shmstore.delete("again")
+    with pytest.raises(FileNotFoundError):
+        shmstore.attach("again")
+    shmstore.create("again", (2, 3), "i4", fill=7, order="F")
+    b = shmstore.attach("again")
+    assert (b.shape, b.dtype, b.flags.f_contiguous) == ((2, 3), np.dtype("i4"), True)
+    assert int(b.sum()) == 42
+
+
+def test_attach_again_after_recreate_by_another_process() -> None:
+    shmstore.create("theirs", 10, "f8", fill=1.0)
+    _attach_once_and_drop("theirs")
+    _child(
+        """
+        import shmstore
+        shmstore.delete("theirs")
+        shmstore.create("theirs", (4, 4), "u1", fill=3)
+        """
+    )
+    b = shmstore.attach("theirs")
+    assert (b.shape, b.dtype, int(b.sum())) == ((4, 4), np.dtype("u1"), 48)
+
+
+def test_attach_again_reports_what_replaced_the_name(shm_root: Path, tmp_path: Path) -> None:
+    shmstore.create("swap", 1000, "f8")
+    _attach_once_and_drop("swap")
+    os.rename(shm_root / "swap", shm_root / "elsewhere")
+    (shm_root / "swap").symlink_to(shm_root / "elsewhere")
+    with pytest.raises(ForeignEntryError, match="symbolic link"):
+        shmstore.attach("swap")
+    (shm_root / "swap").unlink()
+    (shm_root / "swap").write_bytes(b"\0" * 8192)
+    with pytest.raises(ForeignEntryError, match="swap"):
+        shmstore.attach("swap")
+    (shm_root / "swap").unlink()
+    os.rename(shm_root / "elsewhere", shm_root / "swap")
+    assert shmstore.attach("swap").shape == (1000,)  # the same file again
+    os.truncate(shm_root / "swap", 4096 + 100)
+    with pytest.raises(ForeignEntryError, match="truncated"):
+        shmstore.attach("swap")
+
+
+def test_attach_again_read_only_and_writes_share_one_mapping() -> None:
+    shmstore.create("perm", 5, "i8", fill=2)
+    _attach_once_and_drop("perm", read_only=True)
+    r = shmstore.attach("perm", read_only=True)
+    assert not r.flags.writeable
+    with pytest.raises(ValueError):
+        r.flags.writeable = True
+    w = shmstore.attach("perm")
+    w[0] = 9  # a write through a mapping changes the file's ctime, not its identity
+    assert int(r[0]) == 9
+    assert shmstore.attach("perm").base is w.base  # a view is alive: its mapping is shared
+    assert shmstore.attach("perm", read_only=True).base is r.base
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_attach_again_refuses_an_array_given_to_another_user(shm_root: Path) -> None:
+    shmstore.create("given", 5)
+    _attach_once_and_drop("given")
+    os.chown(shm_root / "given", 12345, 12345)
+    with pytest.raises(PermissionError, match="uid 12345"):
+        shmstore.attach("given")
+
+
+def test_attach_follows_the_environment_and_root(
+    shm_root: Path, other_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shmstore.create("same", 3, fill=1)
+    shmstore.create("same", 3, fill=2, root=other_root)
+    for _ in range(2):
+        monkeypatch.setenv("SHMSTORE_ROOT", str(shm_root))
+        assert float(shmstore.attach("same").sum()) == 3.0
+        monkeypatch.setenv("SHMSTORE_ROOT", str(other_root))
+        assert float(shmstore.attach("same").sum()) == 6.0
+        assert float(shmstore.attach("same", root=shm_root).sum()) == 3.0
+        assert float(shmstore.attach("same", root=str(shm_root)).sum()) == 3.0
+
+
+def test_file_backed_root_parses_the_header_on_every_attach(tmp_path: Path) -> None:
+    # A disk filesystem reuses a freed inode number at once, so (inode, ctime,
+    # size) does not identify a file there: every attach must read the header.
+    root = str(tmp_path / "file-backed")
+    with pytest.warns(RuntimeWarning, match="not tmpfs"):
+        shmstore.create("probe", 1, root=root)
+    for i in range(1, 30):
+        shmstore.delete("probe" if i == 1 else "re", root=root)
+        shmstore.create("re", 1024, "u1" if i % 2 else "i1", fill=i, root=root)
+        _attach_once_and_drop("re", root=root)
+        b = shmstore.attach("re", root=root)
+        assert (b.dtype, int(b[0])) == (np.dtype("u1" if i % 2 else "i1"), i)
+        del b
+
+
 # ------------------------------------------------------------ names, errors
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "x\0y", "é" * 150, ".hidden", "a\nb"])
 @pytest.mark.parametrize("func", ["create", "attach", "delete"])

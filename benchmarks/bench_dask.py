@@ -77,8 +77,7 @@ def drop_shm_handles() -> None:
     """
     from shmstore import _segments
 
-    with _segments._registry_lock:
-        _segments._registry.clear()
+    _segments.release_handles()
     gc.collect()
 
 

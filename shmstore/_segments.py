@@ -38,6 +38,7 @@ a crafted key can make shmstore read or write outside the namespace.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import json
@@ -55,6 +56,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 import zlib
 from typing import TYPE_CHECKING, Any
 
@@ -283,8 +285,51 @@ def _transient_name(kind: str) -> str:
 
 # Root directory descriptors, one per root and process. Inherited across fork.
 _root_fds: dict[str, int] = {}
-_registry: dict[tuple[str, str], Namespace] = {}
+# Namespace handles of this process, by (root, name). A handle lives while a
+# store (or anything else) refers to it, and the registry keeps the most
+# recently opened ones alive too, so code that opens by name per operation
+# reuses one handle and its mapping cache. A handle nobody holds any more
+# closes its descriptors and unmaps its cache: a long-running process that
+# opens many namespaces does not accumulate descriptors.
+_registry: weakref.WeakValueDictionary[tuple[str, str], Namespace] = weakref.WeakValueDictionary()
+_recent: collections.OrderedDict[tuple[str, str], Namespace] = collections.OrderedDict()
+_RECENT_HANDLES = 64
 _registry_lock = threading.Lock()
+
+
+def _remember(key: tuple[str, str], ns: Namespace) -> None:
+    """Register *ns* and keep it among the recently used handles (lock held)."""
+    _registry[key] = ns
+    _recent[key] = ns
+    _recent.move_to_end(key)
+    while len(_recent) > _RECENT_HANDLES:
+        _recent.popitem(last=False)
+
+
+def _forget(key: tuple[str, str], ns: Namespace) -> None:
+    """Drop *ns* from the registry if it is the registered handle (lock held)."""
+    if _registry.get(key) is ns:
+        del _registry[key]
+    if _recent.get(key) is ns:
+        del _recent[key]
+
+
+def release_handles() -> None:
+    """Let go of every namespace handle the registry keeps for this process.
+
+    Handles still used by a store stay open; the others close their
+    descriptors and unmap their cached chunks (a long-lived worker that is done
+    with its namespaces calls this to stop pinning their memory).
+    """
+    with _registry_lock:
+        _recent.clear()
+        _registry.clear()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _root_fd(root: str) -> int:
@@ -501,6 +546,9 @@ class Namespace:
         self._cache: dict[str, _Entry] = {}
         self._seq = 0
         self._gen = _open_generations(dir_fd, self.mode)
+        # Closed when the last reference to the handle goes (never while a
+        # store still uses it); views handed out keep their own mappings.
+        weakref.finalize(self, _close_fds, self._fd, self._tmp_fd)
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -543,10 +591,9 @@ class Namespace:
         key = (root, name)
         with _registry_lock:
             ns = _registry.get(key)
-            if ns is not None and ns.alive():
-                return ns
-            ns = cls._open_fresh(root, name, create=create, mode=mode, meta=meta)
-            _registry[key] = ns
+            if ns is None or not ns.alive():
+                ns = cls._open_fresh(root, name, create=create, mode=mode, meta=meta)
+            _remember(key, ns)
             return ns
 
     @classmethod
@@ -1075,8 +1122,7 @@ class Namespace:
         self._bump(None)
         self._cache.clear()
         with _registry_lock:
-            if _registry.get((self.root, self.name)) is self:
-                del _registry[(self.root, self.name)]
+            _forget((self.root, self.name), self)
 
     def __repr__(self) -> str:
         return f"<Namespace {self.name!r} in {self.root!r}>"

@@ -6,7 +6,7 @@ import io
 import json
 import os
 import pty
-import select
+import selectors
 import signal
 import subprocess
 import sys
@@ -512,10 +512,12 @@ def _run_in_pty(args: list[str], answer: bytes | None) -> tuple[int, str]:
     os.close(slave)
     out = b""
     answered = False
+    # selectors picks poll/epoll: select() fails once descriptors pass 1024.
+    sel = selectors.DefaultSelector()
+    sel.register(master, selectors.EVENT_READ)
     try:
         while True:
-            ready, _, _ = select.select([master], [], [], 60)
-            if not ready:
+            if not sel.select(60):
                 raise AssertionError(f"no output from the CLI: {out!r}")
             try:
                 data = os.read(master, 4096)
@@ -528,6 +530,7 @@ def _run_in_pty(args: list[str], answer: bytes | None) -> tuple[int, str]:
                 os.write(master, answer)
                 answered = True
     finally:
+        sel.close()
         os.close(master)
     return proc.wait(timeout=60), out.decode(errors="replace")
 

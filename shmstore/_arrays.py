@@ -81,7 +81,8 @@ class _File:
     ``link()`` and shmstore never rewrites its header (a delete sets the
     state word, which is not parsed here). So :func:`attach` reuses this
     record for a name it attached before when an ``fstat`` shows the same
-    file (:attr:`ident`: inode, size, owner, device). A delete and re-create
+    file (:attr:`ident`: inode, device, link count, owner, group, size, the
+    fields 1 to 6 of a ``stat_result``). A delete and re-create
     gives a new inode on a tmpfs, which numbers inodes with a counter; a disk
     filesystem reuses a freed inode number at once, so on a file-backed root
     (:attr:`trusted` false) every attach parses the header. The ctime is not
@@ -129,7 +130,7 @@ class _File:
         self.meta, self.data_offset, self.shape, self.dtype = meta, data_offset, shape, dtype
         self.order, self.nbytes, self.token = order, meta["nbytes"], str(meta["token"])
         self.ino = st.st_ino
-        self.ident = (st.st_ino, st.st_size, st.st_uid, st.st_dev)
+        self.ident = st[1:7]  # ino, dev, nlink, uid, gid, size: one C-level slice
         self.trusted = seg.memory_backed(root)
         self.live: list[weakref.ref[_Mapping] | None] = [None, None]  # by read_only
 
@@ -142,7 +143,7 @@ class _File:
             st = os.stat(self.name, dir_fd=self.rfd, follow_symlinks=False)
         except FileNotFoundError:
             return None
-        if (st.st_ino, st.st_size, st.st_uid, st.st_dev) != self.ident:
+        if st[1:7] != self.ident:
             return None  # deleted (and re-created), truncated, chown-ed: map afresh
         return ref()
 
@@ -796,7 +797,7 @@ def attach(
             if fd >= 0:
                 try:
                     st = _fstat(fd)
-                    if (st.st_ino, st.st_size, st.st_uid, st.st_dev) == f.ident:
+                    if st[1:7] == f.ident:
                         if _TRACKFD:
                             m = _Mapping(
                                 fd, st.st_size, _MAP_SHARED, _PROT[read_only], trackfd=False

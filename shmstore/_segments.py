@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import errno
 import json
 import logging
@@ -366,6 +367,63 @@ def _as_bytes_view(data: Any) -> memoryview:
     if not view.c_contiguous:
         view = memoryview(view.tobytes())
     return view
+
+
+def _map_readonly_mmap(fd: int, size: int) -> memoryview:
+    # Python 3.13+: trackfd=False keeps mmap from holding a dup of the descriptor.
+    return memoryview(
+        mmap.mmap(fd, size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ, trackfd=False)
+    )
+
+
+class _Mapping:
+    """A read-only ``mmap(2)`` made through libc, unmapped when the last view goes.
+
+    Before Python 3.13, ``mmap.mmap`` keeps a ``dup`` of the file descriptor for
+    as long as the mapping lives: a cache of thousands of chunk mappings would
+    hold thousands of descriptors and hit ``ulimit -n`` (often 1024). Mapping
+    through libc holds none.
+    """
+
+    __slots__ = ("addr", "size")
+
+    def __init__(self, fd: int, size: int) -> None:
+        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if addr is None or addr == _MAP_FAILED:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mmap of {size} bytes failed: {os.strerror(err)}")
+        self.addr = addr
+        self.size = size
+
+    def __del__(self) -> None:
+        _libc.munmap(self.addr, self.size)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
+_libc.munmap.restype = ctypes.c_int
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def _map_readonly_libc(fd: int, size: int) -> memoryview:
+    mapping = _Mapping(fd, size)
+    raw = (ctypes.c_char * size).from_address(mapping.addr)
+    raw._mapping = mapping  # the ctypes array, exported by the view, owns the mapping
+    return memoryview(raw).cast("B").toreadonly()
+
+
+#: Map *size* bytes of *fd* read-only and return a read-only view; the mapping
+#: goes when the last view (or array built on it) does. Holds no descriptor.
+map_readonly = _map_readonly_mmap if sys.version_info >= (3, 13) else _map_readonly_libc
 
 
 #: The namespace's generation page: 512 slots of 64 bits, mapped by every process
@@ -783,15 +841,10 @@ class Namespace:
             if not stat.S_ISREG(st.st_mode):
                 self._cache.pop(key, None)
                 return None
-            if st.st_size == 0:
-                view = memoryview(b"")
-            else:
-                # No MAP_POPULATE: read faults map 16 pages at a time (fault-around),
-                # which costs less than populating up front (issue 2 benchmark: a
-                # first read of a 64 KiB chunk 42 -> 32 us, of a 1 MiB one 234 -> 211).
-                view = memoryview(
-                    mmap.mmap(fd, st.st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
-                )
+            # No MAP_POPULATE: read faults map 16 pages at a time (fault-around),
+            # which costs less than populating up front (issue 2 benchmark: a
+            # first read of a 64 KiB chunk 42 -> 32 us, of a 1 MiB one 234 -> 211).
+            view = memoryview(b"") if st.st_size == 0 else map_readonly(fd, st.st_size)
         finally:
             os.close(fd)
         cache = self._cache

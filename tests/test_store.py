@@ -386,3 +386,49 @@ def test_delete_dir_removes_the_subtree_only() -> None:
     assert keys == ["a", "a-b/c", "b/a", "x/ab"]
     sync(store.clear())
     assert sync(_collect(store.list())) == []
+
+
+def test_handles_nobody_holds_release_their_descriptors() -> None:
+    import gc
+
+    def open_fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    SharedMemoryStore("warm").destroy()
+    before = open_fds()
+    for i in range(200):
+        store = SharedMemoryStore(f"many-{i}")
+        put(store, "k", b"v")
+        assert get(store, "k") == b"v"
+    del store
+    gc.collect()
+    # the registry keeps a bounded number of recent handles, not all 200
+    assert open_fds() - before < 3 * 64 + 16
+    assert get(SharedMemoryStore("many-7", read_only=True), "k") == b"v"
+
+
+def test_cached_mappings_hold_no_descriptors() -> None:
+    store = SharedMemoryStore("nofds")
+    for i in range(300):
+        put(store, f"c/{i}", b"x" * 5000)
+    before = len(os.listdir("/proc/self/fd"))
+    views = [store.get_sync(f"c/{i}") for i in range(300)]
+    assert len(os.listdir("/proc/self/fd")) - before < 10  # not one per mapping
+    assert all(v.to_bytes() == b"x" * 5000 for v in views)
+
+
+def test_views_outlive_the_cache_and_the_handle() -> None:
+    import gc
+
+    from shmstore._segments import release_handles
+
+    store = SharedMemoryStore("outlive")
+    put(store, "k", bytes(range(256)) * 64)
+    array = store.get_sync("k").as_numpy_array()
+    store.delete_sync("k")
+    del store
+    release_handles()
+    gc.collect()
+    # the mapping is only unmapped when the last array over it goes
+    assert bytes(array[:256]) == bytes(range(256))
+    assert int(array.sum()) == sum(range(256)) * 64

@@ -1,6 +1,6 @@
-"""Named arrays and locks against the standard library (and SharedArray where installed).
+"""Named arrays and locks against the standard library (SharedArray and Ray where installed).
 
-Four measurements, each in alternating rounds (every round runs each contender
+Five measurements, each in alternating rounds (every round runs each contender
 once, in an order rotated by one per round); the table shows each contender's
 best round and the spread (min/median/max) of its rounds:
 
@@ -46,11 +46,34 @@ best round and the spread (min/median/max) of its rounds:
    of its creator), ``threading.Lock`` (in-process only) and the two ``flock``
    calls alone in a minimal context manager (the floor of a flock-based lock).
 
+5. ``Ray``: only where ``ray`` is importable (it is not a shmstore dependency:
+   use a throwaway venv; elsewhere the section says it was skipped). Ray is
+   started once (``ray.init(num_cpus=2, include_dashboard=False,
+   object_store_memory=...)``) outside the timings and shut down at the end.
+   Default 256 MiB of float64 (``--ray-size-mib``):
+
+   - ``ray.put`` of the array (GiB/s) beside shmstore's create-and-fill
+     (``fill=``, create then copy, with and without ``populate``) and a copy
+     into an existing named array. Ray's store reuses memory that earlier
+     objects faulted in, so its first put (``ray.put first``, one sample) is
+     shown apart and the timed puts run after cycling through the store;
+   - 2 Ray tasks summing the put object (one half each; the workers read it
+     zero-copy from the object store) beside 2 pool workers (spawn) summing a
+     named array: passed by name to workers that keep it attached after their
+     first task (``kept attached``, as Ray workers keep the store mapped), or
+     as two ``NamedArray`` views pickled by name that each task maps afresh
+     (``views by name``). Warm: every worker reads the whole array twice,
+     untimed, before the rounds.
+
+   ``--huge-root PATH`` repeats the create-and-fill and sum rows on a second
+   root, for a tmpfs mounted with ``huge=always`` or ``huge=within_size``.
+
 Usage::
 
     PYTHONPATH=. python benchmarks/bench_arrays.py              # 1 GiB, 3 rounds
     PYTHONPATH=. python benchmarks/bench_arrays.py --size-mib 256 --rounds 5
     PYTHONPATH=. python benchmarks/bench_arrays.py --quick      # smoke test
+    /tmp/vray/bin/python benchmarks/bench_arrays.py --sections ray --rounds 7
 
 Writes ``benchmarks/results/bench_arrays-<python>.json``. Everything it creates
 in shared memory is removed at the end (a private root under ``/dev/shm``).
@@ -86,6 +109,7 @@ TARGETS = {
     "pool sum by name vs shared_memory (>= 0.9)": 0.9,
     "pool sum by name vs pickled (>= 10)": 10.0,
     "lock pairs/s vs multiprocessing.Lock (>= 0.5)": 0.5,
+    "pool sum by name, kept attached, vs Ray tasks (>= 0.9)": 0.9,
 }
 
 
@@ -416,6 +440,190 @@ def bench_lock(root: str, pairs: int, rounds: int) -> dict[str, Any]:
     return {k: _spread(v) for k, v in res.items()}
 
 
+# ------------------------------------------------------------------- 5. Ray
+SECTIONS = ("attach", "pool", "create", "lock", "ray")
+RAY_MISSING = (
+    "Ray rows skipped: ray is not importable in this interpreter. Ray is not a "
+    "shmstore dependency; run this script from a throwaway venv that has it "
+    "(pip install 'ray==2.60.*' numpy zarr psutil; pip install -e . --no-deps)."
+)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        return None
+    return ray
+
+
+def _part_sum(a: np.ndarray, lo: int, hi: int) -> float:
+    """Ray task: sum ``a[lo:hi]`` (*a* arrives as a read-only view on the object store)."""
+    return float(a[lo:hi].sum())
+
+
+# (root, name) -> the named array a pool worker keeps attached between tasks.
+_KEPT: dict[tuple[str, str], Any] = {}
+
+
+def _sum_kept(args: tuple[str, str, int, int]) -> float:
+    """Pool task: sum ``[lo:hi]`` of the named array *name*, attached once per worker.
+
+    The worker keeps the array attached after its first task, as a Ray worker
+    keeps the object store mapped: later tasks find its pages already mapped.
+    """
+    import shmstore
+
+    root, name, lo, hi = args
+    a = _KEPT.get((root, name))
+    if a is None:
+        a = _KEPT[root, name] = shmstore.attach(name, root=root, read_only=True)
+    return float(a[lo:hi].sum())
+
+
+def bench_ray(root: str, n: int, rounds: int, huge_root: str | None) -> dict[str, Any] | None:
+    """``ray.put`` beside create-and-fill, Ray tasks beside pool workers; ``None`` without Ray."""
+    ray = _ray()
+    if ray is None:
+        return None
+    import logging
+
+    import shmstore
+
+    src = np.random.default_rng(2).random(n)
+    expected = float(src.sum())
+    nbytes = n * 8
+    gib = nbytes / GIB
+    half = n // 2
+    pid = os.getpid()
+    roots = {"": root} | ({" (huge-page root)": huge_root} if huge_root else {})
+    out: dict[str, Any] = {"ray": ray.__version__}
+    # Room for three objects: a put, the one before it being freed, and slack.
+    store = max(3 * nbytes + (64 << 20), 256 << 20)
+    t = time.perf_counter()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=store,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    out["init_s"] = time.perf_counter() - t
+    out["object_store_mib"] = store >> 20
+    part = ray.remote(_part_sum)
+    keep = f"bench-ray-kept-{pid}"
+    views = f"bench-ray-views-{pid}"
+    existing = f"bench-ray-existing-{pid}"
+    try:
+        # The first put writes into store memory that nothing touched yet (one
+        # page fault per page, like a new named array); the store then reuses
+        # freed memory, already faulted in. Cycle through it before timing.
+        t = time.perf_counter()
+        ref = ray.put(src)
+        out["ray.put first"] = gib / (time.perf_counter() - t)
+        del ref
+        for _ in range(store // nbytes + 2):
+            ref = ray.put(src)
+            del ref
+        # What the closures below use; dropped when done with (memory back).
+        live: dict[str, Any] = {}
+        live["target"] = shmstore.create(existing, n, "f8", root=root, fill=0.0)
+        live["target"][...] = 1.0  # its pages are mapped in this process, like the store's
+
+        def put() -> float:
+            t = time.perf_counter()
+            ref = ray.put(src)
+            dt = time.perf_counter() - t
+            del ref
+            return gib / dt
+
+        def fill(where: str) -> float:
+            t = time.perf_counter()
+            shmstore.create(f"bench-ray-fill-{pid}", n, "f8", root=where, fill=src)
+            dt = time.perf_counter() - t
+            shmstore.delete(f"bench-ray-fill-{pid}", root=where)
+            return gib / dt
+
+        def create_copy(where: str, populate: bool = False) -> float:
+            t = time.perf_counter()
+            a = shmstore.create(f"bench-ray-fill-{pid}", n, "f8", root=where, populate=populate)
+            a[...] = src
+            dt = time.perf_counter() - t
+            del a
+            shmstore.delete(f"bench-ray-fill-{pid}", root=where)
+            return gib / dt
+
+        def copy_into_existing() -> float:
+            t = time.perf_counter()
+            np.copyto(live["target"], src)
+            return gib / (time.perf_counter() - t)
+
+        sides: dict[str, Callable[[], float]] = {"ray.put": put}
+        for label, where in roots.items():
+            sides[f"shmstore fill={label}"] = lambda w=where: fill(w)
+            sides[f"create + copy{label}"] = lambda w=where: create_copy(w)
+            sides[f"create(populate) + copy{label}"] = lambda w=where: create_copy(w, True)
+        sides["copy into an existing array"] = copy_into_existing
+        out["put_gib_s"] = {k: _spread(v) for k, v in _rounds(sides, rounds).items()}
+        del live["target"]
+        shmstore.delete(existing, root=root)
+
+        # Sums: 2 Ray tasks on the put object, 2 pool workers on a named array.
+        live["ref"] = ray.put(src)
+        for where in roots.values():
+            shmstore.create(keep, n, "f8", root=where, fill=src)
+            shmstore.create(views, n, "f8", root=where, fill=src)
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(2) as pool:
+            pool.map(_noop, range(4))  # start the workers
+
+            halves = [(0, half), (half, n)]
+            whole = [(0, n), (0, n)]  # warm-up: each worker reads every page
+
+            def check(parts: list[tuple[int, int]], total: float, dt: float) -> float:
+                want = expected * len(parts) if parts is whole else expected
+                assert abs(total - want) <= 1e-6 * abs(want), (total, want)
+                return gib / dt
+
+            def ray_sum(parts: list[tuple[int, int]] = halves) -> float:
+                t = time.perf_counter()
+                total = sum(ray.get([part.remote(live["ref"], lo, hi) for lo, hi in parts]))
+                return check(parts, total, time.perf_counter() - t)
+
+            def pool_kept(where: str, parts: list[tuple[int, int]] = halves) -> float:
+                tasks = [(where, keep, lo, hi) for lo, hi in parts]
+                t = time.perf_counter()
+                total = sum(pool.map(_sum_kept, tasks, chunksize=1))
+                return check(parts, total, time.perf_counter() - t)
+
+            def pool_views(where: str) -> float:
+                a = shmstore.attach(views, root=where)
+                t = time.perf_counter()
+                total = sum(pool.map(_sum_named, [a[:half], a[half:]], chunksize=1))
+                return check(halves, total, time.perf_counter() - t)
+
+            # Warm: each worker (Ray's and the pool's) reads the whole array
+            # twice first, untimed, so that every worker has every page mapped.
+            for _ in range(2):
+                ray_sum(whole)
+                for where in roots.values():
+                    pool_kept(where, whole)
+                    pool_views(where)
+            sums: dict[str, Callable[[], float]] = {"Ray tasks": ray_sum}
+            for label, where in roots.items():
+                sums[f"pool, kept attached{label}"] = lambda w=where: pool_kept(w)
+                sums[f"pool, views by name{label}"] = lambda w=where: pool_views(w)
+            out["sum_gib_s"] = {k: _spread(v) for k, v in _rounds(sums, rounds).items()}
+        live.clear()
+    finally:
+        ray.shutdown()
+        for where in roots.values():
+            for name in (keep, views, existing):
+                with contextlib.suppress(FileNotFoundError):
+                    shmstore.delete(name, root=where)
+    return out
+
+
 # ----------------------------------------------------------------- report
 def _row(label: str, s: dict[str, float], unit: str, ratio: str = "") -> str:
     return (
@@ -431,33 +639,82 @@ def main() -> int:
     parser.add_argument("--pickled-rounds", type=int, default=2)
     parser.add_argument("--lock-pairs", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, 1 round")
+    parser.add_argument(
+        "--ray-size-mib", type=int, default=256, help="array size of the Ray rows (default 256)"
+    )
+    parser.add_argument(
+        "--huge-root",
+        help="also run the create-and-fill and sum rows of the Ray section on this root "
+        "(a tmpfs mounted with huge=always or huge=within_size)",
+    )
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.rounds, args.pickled_rounds, args.lock_pairs = 16, 1, 1, 10_000
+        args.ray_size_mib = 16
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        parser.error(f"unknown sections {sorted(sections - set(SECTIONS))}; use {SECTIONS}")
     n = (args.size_mib << 20) // 8
     started = time.perf_counter()
     report: dict[str, Any] = {
         **versions("numpy"),
         "SharedArray": getattr(_sa(), "__version__", None) if _sa() else None,
         "size_mib": args.size_mib,
+        "ray_size_mib": args.ray_size_mib,
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
+        "sections": sorted(sections),
     }
     with private_root("shmstore-bench-") as root:
-        report["attach"] = bench_attach(root, (64 << 20) // 8, max(args.rounds, 3))
-        report["pool_sum_gib_s"] = bench_pool(root, n, args.rounds, args.pickled_rounds)
-        report["create_fill_gib_s"] = bench_create(root, n, args.rounds)
-        report["lock_pairs_s"] = bench_lock(root, args.lock_pairs, max(args.rounds, 3))
+        if "attach" in sections:
+            report["attach"] = bench_attach(root, (64 << 20) // 8, max(args.rounds, 3))
+        if "pool" in sections:
+            report["pool_sum_gib_s"] = bench_pool(root, n, args.rounds, args.pickled_rounds)
+        if "create" in sections:
+            report["create_fill_gib_s"] = bench_create(root, n, args.rounds)
+        if "lock" in sections:
+            report["lock_pairs_s"] = bench_lock(root, args.lock_pairs, max(args.rounds, 3))
+        if "ray" in sections:
+            n_ray = (args.ray_size_mib << 20) // 8
+            report["ray"] = bench_ray(root, n_ray, max(args.rounds, 3), args.huge_root)
 
-    att = report["attach"]
     print(f"Python {report['python']}, numpy {report['numpy']}, {report['cpus']} CPUs")
+    ratios: dict[str, float] = {}
+    if "attach" in report:
+        _print_attach(report["attach"], ratios)
+    if "pool_sum_gib_s" in report:
+        _print_pool(report["pool_sum_gib_s"], args.size_mib, ratios)
+    if "create_fill_gib_s" in report:
+        _print_create(report["create_fill_gib_s"], args.size_mib, ratios)
+    if "lock_pairs_s" in report:
+        _print_lock(report["lock_pairs_s"], ratios)
+    if "ray" in sections:
+        _print_ray(report["ray"], args.ray_size_mib, ratios)
+
+    print("\nratios (best rounds)")
+    for k, v in ratios.items():
+        print(f"  {k:<52} {v:6.2f}")
+    report["ratios"] = ratios
+    report["targets"] = TARGETS
+    report["seconds"] = time.perf_counter() - started
+    print(f"\n({report['seconds']:.0f} s)")
+    out = write_results(report, f"bench_arrays-{report['python']}.json")
+    print(f"wrote {out}")
+    return 0
+
+
+def _print_attach(att: dict[str, Any], ratios: dict[str, float]) -> None:
     print("\n1. attach in a fresh process (64 MiB float64), microseconds, lower is better")
     for k, v in att.items():
         print(_row(f"{k} first", v["first_us"], "us"))
         print(_row(f"{k} warm", v["warm_us"], "us"))
         if k == "shmstore":
             print(_row(f"{k} warm, view alive", v["cached_us"], "us"))
-    ratios: dict[str, float] = {}
     for other in ("SharedArray", "shared_memory"):
         if other in att:
             r = att["shmstore"]["warm_us"]["best"] / att[other]["warm_us"]["best"]
@@ -467,8 +724,9 @@ def main() -> int:
     if "SharedArray" not in att:
         print("  (SharedArray is not installed: pip install SharedArray)")
 
-    pool = report["pool_sum_gib_s"]
-    print(f"\n2. pool of 2 workers summing {args.size_mib} MiB, GiB/s, higher is better")
+
+def _print_pool(pool: dict[str, Any], size_mib: int, ratios: dict[str, float]) -> None:
+    print(f"\n2. pool of 2 workers summing {size_mib} MiB, GiB/s, higher is better")
     for k in ("by name", "shared_memory", "pickled", "1 process"):
         print(_row(k, pool[k], "GiB/s"))
     print(f"  pickled size of the whole NamedArray: {pool['pickled_size_bytes']} bytes")
@@ -477,8 +735,9 @@ def main() -> int:
     )
     ratios["pool sum by name vs pickled"] = pool["by name"]["best"] / pool["pickled"]["best"]
 
-    cf = report["create_fill_gib_s"]
-    print(f"\n3. create and fill {args.size_mib} MiB, GiB/s, higher is better")
+
+def _print_create(cf: dict[str, Any], size_mib: int, ratios: dict[str, float]) -> None:
+    print(f"\n3. create and fill {size_mib} MiB, GiB/s, higher is better")
     for k, v in cf.items():
         print(_row(k, v, "GiB/s"))
     ratios["create fill= vs create + copy"] = (
@@ -488,7 +747,8 @@ def main() -> int:
         cf["shmstore fill="]["best"] / cf["shared_memory + copy"]["best"]
     )
 
-    lk = report["lock_pairs_s"]
+
+def _print_lock(lk: dict[str, Any], ratios: dict[str, float]) -> None:
     print("\n4. uncontended lock acquire/release pairs per second, higher is better")
     for k, v in lk.items():
         print(_row(k, v, "pairs/s"))
@@ -496,16 +756,32 @@ def main() -> int:
         lk["shmstore.Lock"]["best"] / lk["multiprocessing.Lock"]["best"]
     )
 
-    print("\nratios (best rounds)")
-    for k, v in ratios.items():
-        print(f"  {k:<45} {v:6.2f}")
-    report["ratios"] = ratios
-    report["targets"] = TARGETS
-    report["seconds"] = time.perf_counter() - started
-    print(f"\n({report['seconds']:.0f} s)")
-    out = write_results(report, f"bench_arrays-{report['python']}.json")
-    print(f"wrote {out}")
-    return 0
+
+def _print_ray(ray: dict[str, Any] | None, size_mib: int, ratios: dict[str, float]) -> None:
+    version = f" {ray['ray']}" if ray else ""
+    print(f"\n5. Ray{version}: put and 2 tasks, {size_mib} MiB, GiB/s")
+    if ray is None:
+        print(f"  {RAY_MISSING}")
+        return
+    print(
+        f"  (ray.init {ray['init_s']:.1f} s, object store {ray['object_store_mib']} MiB, "
+        "outside the timings)"
+    )
+    put = ray["put_gib_s"]
+    print(f"  {'ray.put first (fresh store memory)':<34} {ray['ray.put first']:>10.3g} GiB/s")
+    for k, v in put.items():
+        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<34}"))
+    print("  sum of the put object / named array, warm (after 2 untimed runs):")
+    sums = ray["sum_gib_s"]
+    for k, v in sums.items():
+        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<34}"))
+    best_put = put["ray.put"]["best"]
+    for label in [k for k in put if k != "ray.put"]:
+        ratios[f"{label} vs ray.put"] = put[label]["best"] / best_put
+    ratios["shmstore fill= vs ray.put first"] = put["shmstore fill="]["best"] / ray["ray.put first"]
+    ray_sum = sums["Ray tasks"]["best"]
+    for label in [k for k in sums if k != "Ray tasks"]:
+        ratios[f"sum {label} vs Ray tasks"] = sums[label]["best"] / ray_sum
 
 
 if __name__ == "__main__":

@@ -130,6 +130,15 @@ class SharedMemoryStore(Store):
         self.root = resolve_root(root)
         self.scoped = scoped
         self._mode = mode
+        if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
+            raise ValueError(
+                f"mode {mode!r} is not a permission mask; pass bits such as 0o600 "
+                "(owner only, the default) or 0o640 (group may read)"
+            )
+        if capacity is not None or spill is not None:
+            from shmstore._tiering import check_tiering
+
+            check_tiering(capacity, spill)  # before the namespace is created
         self._capacity = capacity
         self._spill = spill
         self._ns = None

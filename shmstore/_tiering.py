@@ -669,6 +669,19 @@ def _current_meta(ns: Namespace) -> dict[str, Any]:
     return meta
 
 
+def check_tiering(capacity: int | str | None, spill: Any) -> None:
+    """Validate ``capacity=`` and ``spill=`` before anything is created.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`parse_capacity`, :func:`as_store` and :func:`describe_store`.
+    """
+    parse_capacity(capacity)
+    if spill is not None:
+        describe_store(as_store(spill, read_only=True))
+
+
 def tiers_for(
     ns: Namespace,
     *,

@@ -620,3 +620,19 @@ def test_local_store_spill_is_a_plain_local_store(tmp_path: Path) -> None:
     store = SharedMemoryStore("plainlayout", capacity=0, spill=tmp_path / "s")
     store.set_sync("g/c/0", buf(b"abc"))
     assert sync(LocalStore(tmp_path / "s").get("g/c/0", cpu.buffer_prototype)).to_bytes() == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"capacity": "4 GiBs"}, "'4 GiBs' is not a size"),
+        ({"capacity": -5}, "negative"),
+        ({"spill": zarr.storage.MemoryStore()}, "cannot record"),
+        ({"mode": "bad"}, "'bad' is not a permission mask"),
+        ({"mode": 0o1777}, "is not a permission mask"),
+    ],
+)
+def test_invalid_options_create_nothing(shm_root: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises((ValueError, TypeError), match=message):
+        SharedMemoryStore("never", **kwargs)
+    assert list(shm_root.iterdir()) == []

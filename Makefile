@@ -12,13 +12,13 @@ PYTEST_ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[test,bench]"
+	$(VENV)/bin/python -m pip install -q -e ".[test]"
 	touch $@
 
 $(VENV312)/.installed: pyproject.toml
 	$(PY312) -m venv $(VENV312)
 	$(VENV312)/bin/python -m pip install -q --upgrade pip
-	$(VENV312)/bin/python -m pip install -q -e ".[test,bench]"
+	$(VENV312)/bin/python -m pip install -q -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -41,7 +41,9 @@ endif
 
 test: lint test-311 test-312
 
+# The comparison libraries (SharedArray, a C extension) are only needed here.
 bench: $(VENV)/.installed
+	$(VENV)/bin/python -m pip install -q -e ".[bench]"
 	$(VENV)/bin/python benchmarks/bench_store.py
 
 docs: $(VENV)/.installed

@@ -343,6 +343,24 @@ def test_multiprocessing_pool_spawn_gets_zero_copy_views() -> None:
     assert float(a[:2].sum()) == -float(np.arange(500.0).sum())
 
 
+_KEPT: list[np.ndarray] = []
+
+
+def _keep_attached(name: str) -> None:
+    _KEPT.append(shmstore.attach(name))
+
+
+def _shares_kept_mapping(view: np.ndarray) -> bool:
+    return type(view).__name__ == "NamedArray" and view.base is _KEPT[0].base
+
+
+def test_pool_worker_that_keeps_the_array_attached_reuses_its_mapping() -> None:
+    a = shmstore.create("kept", (4, 250), "f8", fill=1.0)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2, initializer=_keep_attached, initargs=("kept",)) as pool:
+        assert all(pool.map(_shares_kept_mapping, list(a), chunksize=1))
+
+
 def test_process_pool_executor_gets_zero_copy_views() -> None:
     a = shmstore.create("ppe", 100, "i8", fill=1)
     ctx = multiprocessing.get_context("spawn")

@@ -768,13 +768,13 @@ def _print_ray(ray: dict[str, Any] | None, size_mib: int, ratios: dict[str, floa
         "outside the timings)"
     )
     put = ray["put_gib_s"]
-    print(f"  {'ray.put first (fresh store memory)':<34} {ray['ray.put first']:>10.3g} GiB/s")
+    print(f"  {'ray.put first (fresh store memory)':<40} {ray['ray.put first']:>10.3g} GiB/s")
     for k, v in put.items():
-        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<34}"))
+        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<40}"))
     print("  sum of the put object / named array, warm (after 2 untimed runs):")
     sums = ray["sum_gib_s"]
     for k, v in sums.items():
-        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<34}"))
+        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<40}"))
     best_put = put["ray.put"]["best"]
     for label in [k for k in put if k != "ray.put"]:
         ratios[f"{label} vs ray.put"] = put[label]["best"] / best_put

@@ -834,7 +834,16 @@ def delete(name: str, *, root: str | os.PathLike[str] | None = None) -> None:
         If the entry is not a named array; it is left alone.
     """
     name = check_name(name, "array")
-    seg.unlink_array_segment(_root(root), name)
+    root = _root(root)
+    try:
+        seg.unlink_array_segment(root, name)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"no named array {name!r} in {root} to delete; shmstore.list() (or "
+            "`shmstore ls`) shows the arrays there",
+            e.filename,
+        ) from None
 
 
 def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[ArrayInfo]:

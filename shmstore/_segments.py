@@ -582,6 +582,27 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _require_own(st: os.stat_result, path: str, what: str) -> None:
+    """Refuse an entry of another user: ``PermissionError`` saying what shmstore *what*."""
+    if st.st_uid != os.geteuid():
+        raise PermissionError(
+            errno.EACCES,
+            f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
+            f"shmstore only {what}",
+            path,
+        )
+
+
+def _require_namespace_entry(fd: int, path: str) -> None:
+    """Refuse a directory *fd* that has no ``.shmstore`` directory: not a namespace."""
+    try:
+        mst = os.stat(META, dir_fd=fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise ForeignEntryError(path, f"a directory without a {META} entry") from None
+    if not stat.S_ISDIR(mst.st_mode):
+        raise ForeignEntryError(path, f"its {META} entry is not a directory")
+
+
 class Namespace:
     """A process-local handle on one namespace directory.
 
@@ -690,20 +711,8 @@ class Namespace:
                 raise ForeignEntryError(path, "a symbolic link; shmstore never follows one") from e
             raise
         try:
-            st = os.fstat(fd)
-            if st.st_uid != os.geteuid():
-                raise PermissionError(
-                    errno.EACCES,
-                    f"namespace {path!r} belongs to uid {st.st_uid}, not you "
-                    f"(uid {os.geteuid()}); shmstore only opens your own namespaces",
-                    path,
-                )
-            try:
-                mst = os.stat(META, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise ForeignEntryError(path, f"a directory without a {META} entry") from None
-            if not stat.S_ISDIR(mst.st_mode):
-                raise ForeignEntryError(path, f"its {META} entry is not a directory")
+            _require_own(os.fstat(fd), path, "opens your own namespaces")
+            _require_namespace_entry(fd, path)
             meta = _read_meta(fd, path)
             return cls(root, name, fd, meta)
         except BaseException:
@@ -1657,20 +1666,9 @@ def open_lock_target(root: str, name: str) -> tuple[int, str]:
         raise
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise PermissionError(
-                errno.EACCES,
-                f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
-                "shmstore only locks your own arrays and namespaces",
-                path,
-            )
+        _require_own(st, path, "locks your own arrays and namespaces")
         if stat.S_ISDIR(st.st_mode):
-            try:
-                mst = os.stat(META, dir_fd=fd, follow_symlinks=False)
-            except FileNotFoundError:
-                raise ForeignEntryError(path, f"a directory without a {META} entry") from None
-            if not stat.S_ISDIR(mst.st_mode):
-                raise ForeignEntryError(path, f"its {META} entry is not a directory")
+            _require_namespace_entry(fd, path)
             return fd, "namespace"
         if not stat.S_ISREG(st.st_mode):
             raise ForeignEntryError(path, "neither a named array nor a namespace")

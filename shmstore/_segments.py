@@ -870,10 +870,21 @@ class Namespace:
         """Return the exact length of *key* in bytes, or ``None`` if missing."""
         check_key(key)
         try:
-            st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
+            st = self._lstat_at(key)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def _lstat_at(self, rel: str) -> os.stat_result:
+        """``lstat`` of *rel*, whose parent directories are never symlinks followed."""
+        parent, _, base = rel.rpartition("/")
+        if not parent:
+            return os.stat(base, dir_fd=self._fd, follow_symlinks=False)
+        pfd = self._open_dir(parent)
+        try:
+            return os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
 
     def exists(self, key: str) -> bool:
         """Whether *key* holds a value."""
@@ -887,7 +898,7 @@ class Namespace:
         """
         check_key(key)
         try:
-            st = os.stat(key, dir_fd=self._fd, follow_symlinks=False)
+            st = self._lstat_at(key)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return st if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode) else None
@@ -914,7 +925,11 @@ class Namespace:
         check_key(key)
         view = _as_bytes_view(data)
         tmp = self._tmp_name()
-        fd = os.open(tmp, _O_CREATE, self.mode, dir_fd=self._tmp_fd)
+        try:
+            fd = os.open(tmp, _O_CREATE, self.mode, dir_fd=self._tmp_fd)
+        except FileNotFoundError:
+            self._check_alive()  # destroyed by another process: say so
+            raise
         try:
             try:
                 if self.mode & ~0o600:
@@ -949,10 +964,14 @@ class Namespace:
                 pfd = self._open_dir(parent) if parent else self._fd
             except FileNotFoundError:
                 self._check_alive()
-                self._makedirs(parent)
+                # A concurrent delete may prune a level we just made (ENOENT on
+                # the next mkdir): go round again rather than fail the write.
+                with contextlib.suppress(FileNotFoundError):
+                    self._makedirs(parent)
                 continue
             except NotADirectoryError:
-                self._makedirs(parent)  # raises, naming the component at fault
+                with contextlib.suppress(FileNotFoundError):
+                    self._makedirs(parent)  # raises, naming the component at fault
                 continue
             try:
                 if exclusive:
@@ -969,6 +988,7 @@ class Namespace:
             except FileNotFoundError:
                 # The parent was pruned by a concurrent delete after we opened
                 # it (a removed directory takes no new entries): redo it.
+                self._check_alive()
                 continue
             except IsADirectoryError:
                 raise IsADirectoryError(
@@ -1049,8 +1069,12 @@ class Namespace:
         if gen is not None:
             gen[0 if key is None else _gen_slot(key)] = random.getrandbits(64)
 
+    def destroyed(self) -> bool:
+        """Whether the directory this handle holds was removed (``destroy``)."""
+        return os.fstat(self._fd).st_nlink == 0
+
     def _check_alive(self) -> None:
-        if os.fstat(self._fd).st_nlink == 0:
+        if self.destroyed():
             raise FileNotFoundError(
                 errno.ENOENT,
                 f"namespace {self.name!r} in {self.root} was destroyed; open it again",
@@ -1060,22 +1084,41 @@ class Namespace:
     def delete(self, key: str) -> bool:
         """Remove *key*; return whether it existed. Empty parent directories go too."""
         check_key(key)
-        try:
-            os.unlink(key, dir_fd=self._fd)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        self._cache.pop(key, None)
+        if not self._remove_at(key, os.unlink):
             return False
-        finally:
-            self._cache.pop(key, None)
         self._bump(key)
         self._prune(key.rpartition("/")[0])
+        return True
+
+    def _remove_at(self, rel: str, remove: Callable[..., None]) -> bool:
+        """``remove(base, dir_fd=parent)`` for *rel*, its parents opened without
+        following symlinks; False if there was nothing (or not that) to remove."""
+        parent, _, base = rel.rpartition("/")
+        try:
+            pfd = self._open_dir(parent) if parent else self._fd
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        try:
+            remove(base, dir_fd=pfd)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.EBUSY):
+                return False
+            raise
+        finally:
+            if parent:
+                os.close(pfd)
         return True
 
     def _prune(self, parent: str) -> None:
         while parent:
             try:
-                os.rmdir(parent, dir_fd=self._fd)
+                if not self._remove_at(parent, os.rmdir):
+                    return
             except OSError:
-                return
+                return  # not ours to remove (permissions): leave it
             parent = parent.rpartition("/")[0]
 
     def delete_prefix(self, prefix: str) -> None:
@@ -1127,7 +1170,7 @@ class Namespace:
         if base:
             check_key(base)
         try:
-            dfd = os.open(base or ".", _O_DIR, dir_fd=self._fd)
+            dfd = self._open_dir(base) if base else os.open(".", _O_DIR, dir_fd=self._fd)
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as e:
@@ -1145,7 +1188,7 @@ class Namespace:
         if prefix:
             check_key(prefix)
         try:
-            dfd = os.open(prefix or ".", _O_DIR, dir_fd=self._fd)
+            dfd = self._open_dir(prefix) if prefix else os.open(".", _O_DIR, dir_fd=self._fd)
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as e:

@@ -314,6 +314,13 @@ class Usage:
             self._pid = pid
         return self._fd
 
+    def __del__(self) -> None:
+        # Only this process's own descriptor: a forked child that never used
+        # the counter holds the parent's number, which _fileno replaces.
+        if self._fd >= 0 and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
     def count(self) -> int:
         """Sum the sizes of every value now in the shared-memory tier (a walk)."""
         ns = self.ns

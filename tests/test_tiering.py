@@ -636,3 +636,17 @@ def test_invalid_options_create_nothing(shm_root: Path, kwargs: dict, message: s
     with pytest.raises((ValueError, TypeError), match=message):
         SharedMemoryStore("never", **kwargs)
     assert list(shm_root.iterdir()) == []
+
+
+def test_tiered_stores_do_not_leak_descriptors(shm_root: Path, tmp_path: Path) -> None:
+    import gc
+
+    SharedMemoryStore("fds", capacity="1 MiB", spill=str(tmp_path / "spill.zarr"))
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(100):
+        store = SharedMemoryStore("fds")
+        store.set_sync(f"k{i}", cpu.Buffer.from_bytes(b"v"))
+        del store
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) - before < 10

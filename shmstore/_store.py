@@ -126,6 +126,11 @@ class SharedMemoryStore(Store):
         spill: Any = None,
     ) -> None:
         super().__init__(read_only=read_only)
+        if scoped and read_only:
+            raise ValueError(
+                f"a scoped store destroys namespace {namespace!r} on exit, so it cannot be "
+                "read-only; open it writable, or drop scoped=True"
+            )
         self.namespace = check_name(namespace)
         self.root = resolve_root(root)
         self.scoped = scoped
@@ -275,10 +280,25 @@ class SharedMemoryStore(Store):
         else:
             view = ns.read(key)
             buf = None if view is None else prototype.buffer.from_bytes(_slice(view, byte_range))
-        if buf is None and self._tiers is not None:
-            # A tiered namespace may hold the key in its spill tier.
-            return self._tiers.get_sync(key, prototype, byte_range)
+        if buf is None:
+            if self._tiers is not None:
+                # A tiered namespace may hold the key in its spill tier.
+                return self._tiers.get_sync(key, prototype, byte_range)
+            if self._reopened(ns):
+                return self.get_sync(key, prototype=prototype, byte_range=byte_range)
         return buf
+
+    def _reopened(self, ns: Namespace) -> bool:
+        """Drop a handle whose namespace another process destroyed; True if so.
+
+        The next call opens the namespace by name again: the one created since,
+        if any (a read-only store raises ``FileNotFoundError`` if there is none).
+        """
+        if ns is not self._ns or not ns.destroyed():
+            return False
+        self._ns = None
+        self._tiers = None
+        return True
 
     def set_sync(self, key: str, value: Buffer) -> None:
         """Synchronous :meth:`set` (zarr's ``SupportsSetSync``)."""
@@ -292,7 +312,12 @@ class SharedMemoryStore(Store):
         if self._tiers is not None:
             self._tiers.set_sync(key, value)
             return
-        ns.write(key, value.as_numpy_array())
+        try:
+            ns.write(key, value.as_numpy_array())
+        except FileNotFoundError:
+            if not self._reopened(ns):
+                raise
+            self.set_sync(key, value)
 
     def delete_sync(self, key: str) -> None:
         """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""

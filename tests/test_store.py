@@ -147,11 +147,22 @@ def test_symlink_inside_namespace_not_followed(shm_root: Path, tmp_path: Path) -
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"secret")
+    (outside / "sub").mkdir()
+    (outside / "sub" / "f").write_bytes(b"f")
     (shm_root / "inner" / "link").symlink_to(outside)
     assert store.get_sync("link/secret") is None
     with pytest.raises(NotADirectoryError, match="'link'"):
         put(store, "link/new", b"x")
-    assert sorted(p.name for p in outside.iterdir()) == ["secret"]
+    # nothing reaches through the link: not deletes, prunes, sizes or listings
+    store.delete_sync("link/secret")
+    store.delete_sync("link/sub/f")
+    assert sync(store.exists("link/secret")) is False
+    with pytest.raises(FileNotFoundError):
+        sync(store.getsize("link/secret"))
+    assert sync(_collect(store.list_prefix("link/"))) == []
+    assert sync(_collect(store.list_dir("link/sub"))) == []
+    assert sorted(p.name for p in outside.iterdir()) == ["secret", "sub"]
+    assert (outside / "sub" / "f").read_bytes() == b"f"
 
 
 def test_foreign_and_corrupt_entries_reported(shm_root: Path) -> None:
@@ -432,3 +443,58 @@ def test_views_outlive_the_cache_and_the_handle() -> None:
     # the mapping is only unmapped when the last array over it goes
     assert bytes(array[:256]) == bytes(range(256))
     assert int(array.sum()) == sum(range(256)) * 64
+
+
+def test_writes_survive_concurrent_prunes_of_their_parents(tmp_path: Path) -> None:
+    """Writers and deleters in the same directories: every write lands or says why."""
+    SharedMemoryStore("churn")
+    code = """
+import sys, shmstore
+from zarr.core.buffer import cpu
+s = shmstore.SharedMemoryStore('churn')
+me, failures = sys.argv[1], 0
+value = cpu.Buffer.from_bytes(b'v')
+for j in range(1500):
+    key = f'x/y{j % 4}/c/{j % 3}/{me}'
+    try:
+        s.set_sync(key, value)
+    except OSError as e:
+        failures += 1
+        print('FAIL', repr(e), file=sys.stderr)
+    s.delete_sync(key)
+print(failures)
+"""
+    import subprocess
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(p)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=os.environ.copy(),
+        )
+        for p in range(3)
+    ]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert [int(out.strip()) for out, _ in outs] == [0, 0, 0], outs
+
+
+def test_store_follows_its_namespace_through_destroy_and_recreate() -> None:
+    store = SharedMemoryStore("phoenix")
+    put(store, "k", b"old")
+    assert get(store, "k") == b"old"
+    run_python(
+        "import shmstore; from zarr.core.buffer import cpu\n"
+        "shmstore.SharedMemoryStore('phoenix').destroy()\n"
+        "shmstore.SharedMemoryStore('phoenix').set_sync('k', cpu.Buffer.from_bytes(b'new'))"
+    )
+    assert get(store, "k") == b"new"  # the namespace made since, not the dead one
+    put(store, "k2", b"x")  # and writes go there too
+    assert get(SharedMemoryStore("phoenix", read_only=True), "k2") == b"x"
+
+
+def test_scoped_store_cannot_be_read_only() -> None:
+    with pytest.raises(ValueError, match="scoped store destroys namespace 'ro-scope'"):
+        SharedMemoryStore("ro-scope", scoped=True, read_only=True)

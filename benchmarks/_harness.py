@@ -256,10 +256,14 @@ def stamp(argv: list[str] | None) -> dict[str, Any]:
 
 
 def write_results(doc: dict[str, Any], name: str, output: str | None = None) -> Path:
-    """Write *doc* as JSON to *output*, or to ``benchmarks/results/<name>``; return the path."""
+    """Write *doc* as JSON to *output*, or to ``benchmarks/results/<name>``; say where.
+
+    Returns the path written.
+    """
     out = Path(output) if output else RESULTS / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1))
+    print(f"\nwrote {out}")
     return out
 
 

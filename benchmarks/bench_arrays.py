@@ -703,8 +703,7 @@ def main() -> int:
     report["targets"] = TARGETS
     report["seconds"] = time.perf_counter() - started
     print(f"\n({report['seconds']:.0f} s)")
-    out = write_results(report, f"bench_arrays-{report['python']}.json")
-    print(f"wrote {out}")
+    write_results(report, f"bench_arrays-{report['python']}.json")
     return 0
 
 

@@ -339,12 +339,11 @@ def main(argv: list[str] | None = None) -> int:
             results += run_cluster(n, data, args, roots)
     rats = ratios(results, data.nbytes)
     print_table(meta, results, rats)
-    out = write_results(
+    write_results(
         {"meta": meta, "rows": results, "ratios": rats},
         f"bench_dask-py{meta['python']}-zarr{meta['zarr']}.json",
         args.output,
     )
-    print(f"\nwrote {out}")
     return 0
 
 

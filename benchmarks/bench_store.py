@@ -334,12 +334,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(pipelines not in this zarr: {', '.join(skipped)})")
     print_table(rows, rats)
     pyver = ".".join(platform.python_version_tuple()[:2])
-    out = write_results(
+    write_results(
         {"meta": meta, "rows": rows, "ratios": rats},
         f"bench_store-{pyver}-{meta['zarr']}.json",
         args.output,
     )
-    print(f"\nwrote {out}")
     return 0
 
 

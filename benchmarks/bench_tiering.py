@@ -320,12 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print_table(rows, rats)
     pyver = ".".join(platform.python_version_tuple()[:2])
-    out = write_results(
+    write_results(
         {"meta": meta, "rows": rows, "ratios": rats},
         f"bench_tiering-{pyver}-{meta['zarr']}.json",
         args.output,
     )
-    print(f"\nwrote {out}")
     return 0
 
 

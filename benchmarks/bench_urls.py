@@ -169,12 +169,11 @@ def main(argv: list[str] | None = None) -> int:
                 rows += run_config(pipeline, chunk, args.size_mib, args.rounds)
     rats = ratios(rows)
     print_table(meta, rows, rats)
-    out = write_results(
+    write_results(
         {"meta": meta, "rows": rows, "ratios": rats},
         f"bench_urls-py{meta['python']}-zarr{meta['zarr']}.json",
         args.output,
     )
-    print(f"\nwrote {out}")
     return 0
 
 

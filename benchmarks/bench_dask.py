@@ -75,9 +75,9 @@ def drop_shm_handles() -> None:
     the benchmark destroys the namespace after each round, and without this the
     unlinked pages would stay pinned and count in the next route's PSS.
     """
-    from shmstore import _segments
+    from shmstore import _namespace
 
-    _segments.release_handles()
+    _namespace.release_handles()
     gc.collect()
 
 

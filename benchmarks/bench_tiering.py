@@ -73,7 +73,7 @@ RATIOS = [
 
 
 def fs_type(path: str) -> str:
-    from shmstore._segments import filesystem_type
+    from shmstore._names import filesystem_type
 
     return filesystem_type(path) or "?"
 

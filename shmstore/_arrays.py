@@ -2,7 +2,7 @@
 
 A named array is one file directly in the shared-memory root (``<root>/<name>``)
 holding a small header (shape, dtype, order) and the data, page aligned (see
-the named-array section of :mod:`shmstore._segments`). :func:`attach` needs
+the format in :mod:`shmstore._arrayfile`). :func:`attach` needs
 only the name: it opens the file, maps it and builds a :class:`NamedArray` on
 the mapping, which is zero-copy and works wherever NumPy does.
 
@@ -33,26 +33,22 @@ import mmap
 import operator
 import os
 import pwd
-import secrets
-import socket
 import sys
-import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shmstore import _segments as seg
+from shmstore import _arrayfile as af
 from shmstore._errors import ForeignEntryError
-from shmstore._segments import check_name, resolve_root
+from shmstore._lock import Lock
+from shmstore._names import ENV_ROOT, check_name, entry_path, memory_backed, resolve_root
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from numpy.typing import ArrayLike, DTypeLike
-
-    from shmstore._lock import Lock
 
 __all__ = [
     "ArrayInfo",
@@ -114,8 +110,8 @@ class _File:
     )
 
     def __init__(self, root: str, name: str, st: os.stat_result, buf: Any) -> None:
-        path = os.path.join(root, name)
-        meta, data_offset = seg.decode_array_header(buf, path, st.st_size)
+        path = entry_path(root, name)
+        meta, data_offset = af.decode_array_header(buf, path, st.st_size)
         try:
             shape = tuple(operator.index(n) for n in meta["shape"])
             dtype = _dtype_from_json(meta["dtype"])
@@ -126,12 +122,12 @@ class _File:
                 raise ValueError(f"shape {shape} x {dtype} is not {meta['nbytes']} bytes")
         except (TypeError, ValueError, KeyError) as e:
             raise ForeignEntryError(path, f"a named array with a corrupt header: {e}") from e
-        self.root, self.name, self.path, self.rfd = root, name, path, seg.array_root_fd(root)
+        self.root, self.name, self.path, self.rfd = root, name, path, af.array_root_fd(root)
         self.meta, self.data_offset, self.shape, self.dtype = meta, data_offset, shape, dtype
         self.order, self.nbytes, self.token = order, meta["nbytes"], str(meta["token"])
         self.ino = st.st_ino
         self.ident = st[1:7]  # ino, dev, nlink, uid, gid, size: one C-level slice
-        self.trusted = seg.memory_backed(root)
+        self.trusted = memory_backed(root)
         self.live: list[weakref.ref[_Mapping] | None] = [None, None]  # by read_only
 
     def mapping(self, read_only: bool) -> _Mapping | None:
@@ -184,7 +180,7 @@ _roots: dict[str, str] = {}
 _env_roots: dict[bytes | None, str] = {}
 _MAX_FILES = 1024
 _PROT = (mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ)  # by read_only
-_OPEN_FLAGS = seg.ARRAY_OPEN_FLAGS  # by read_only
+_OPEN_FLAGS = af.ARRAY_OPEN_FLAGS  # by read_only
 _MAP_SHARED = mmap.MAP_SHARED
 _TRACKFD = bool(_MMAP_KW)
 _new_array = np.ndarray.__new__
@@ -194,7 +190,7 @@ _open, _fstat, _close = os.open, os.fstat, os.close
 # del update; reading it directly costs 0.05 us instead of 0.26 us for
 # os.environ.get (encode, look up, decode): a quarter of what attach spends
 # outside system calls.
-_ENV_KEY = os.fsencode(seg.ENV_ROOT)
+_ENV_KEY = os.fsencode(ENV_ROOT)
 _environ_raw: Any = getattr(os.environ, "_data", None)
 if not isinstance(_environ_raw, dict) or any(type(k) is not bytes for k in _environ_raw):
     _environ_raw = None
@@ -241,7 +237,7 @@ def _open_mapping(root: str, name: str, read_only: bool) -> _Mapping:
         m = f.mapping(read_only)
         if m is not None:
             return m
-    fd, st = seg.open_array_segment(root, name, read_only=read_only)
+    fd, st = af.open_array_file(root, name, read_only=read_only)
     try:
         return _map(fd, st, root, name, read_only)
     finally:
@@ -460,8 +456,6 @@ class NamedArray(np.ndarray):
         m = self._mapping()
         lock = getattr(m, "_lock", None)
         if lock is None:
-            from shmstore._lock import Lock
-
             lock = m._lock = Lock._for_array(m.root, m.name, m.ino)
         return lock
 
@@ -619,7 +613,7 @@ class ArrayInfo:
             order=meta["order"],
             pid=meta.get("pid"),
             owner=owner,
-            path=os.path.join(root, name),
+            path=entry_path(root, name),
         )
 
 
@@ -692,23 +686,10 @@ def create(
     root = _root(root)
     nbytes = math.prod(dims) * dt.itemsize
     write_data, later = _fill_plan(fill, dims, dt, order, nbytes)
-    meta = {
-        "format": "shmstore-array",
-        "shape": builtins.list(dims),
-        "dtype": _dtype_to_json(dt),
-        "order": order,
-        "nbytes": nbytes,
-        "created": time.time(),
-        "pid": os.getpid(),
-        "uid": os.geteuid(),
-        "host": socket.gethostname(),
-        "token": secrets.token_hex(8),
-    }
+    meta = af.array_meta(builtins.list(dims), _dtype_to_json(dt), order, nbytes)
     for _ in range(8):
         try:
-            fd = seg.create_array_segment(
-                root, name, meta, nbytes, write_data=write_data, mode=mode
-            )
+            fd = af.create_array_file(root, name, meta, nbytes, write_data=write_data, mode=mode)
         except FileExistsError as e:
             if not exist_ok or isinstance(e, ForeignEntryError):
                 raise
@@ -722,14 +703,14 @@ def create(
                     f"named array {name!r} exists in {root} with shape {arr.shape}, "
                     f"dtype {arr.dtype}, order {_mapping_of(arr).order}; asked for "  # type: ignore[union-attr]
                     f"{dims}, {dt}, {order}. Delete it first or use another name",
-                    os.path.join(root, name),
+                    entry_path(root, name),
                 ) from None
             return arr
         try:
             m = _map(fd, os.fstat(fd), root, name, read_only=False)
         except BaseException:
             with contextlib.suppress(OSError):
-                seg.unlink_array_segment(root, name, token=meta["token"])
+                af.unlink_array_file(root, name, token=meta["token"])
             raise
         finally:
             os.close(fd)
@@ -743,7 +724,7 @@ def create(
     raise FileExistsError(
         errno.EEXIST,
         f"named array {name!r} in {root} keeps being deleted and re-created; try again",
-        os.path.join(root, name),
+        entry_path(root, name),
     )
 
 
@@ -836,7 +817,7 @@ def delete(name: str, *, root: str | os.PathLike[str] | None = None) -> None:
     name = check_name(name, "array")
     root = _root(root)
     try:
-        seg.unlink_array_segment(root, name)
+        af.unlink_array_file(root, name)
     except FileNotFoundError as e:
         raise FileNotFoundError(
             errno.ENOENT,
@@ -852,9 +833,7 @@ def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[
     Namespaces, other programs' files and corrupt files are not listed.
     """
     root = _root(root)
-    return [
-        ArrayInfo._from_meta(name, root, meta) for name, meta, _ in seg.iter_array_segments(root)
-    ]
+    return [ArrayInfo._from_meta(name, root, meta) for name, meta, _ in af.iter_array_files(root)]
 
 
 @contextlib.contextmanager
@@ -884,4 +863,4 @@ def scoped_array(
     finally:
         # Only our array: not one created under the same name after a delete.
         with contextlib.suppress(FileNotFoundError):
-            seg.unlink_array_segment(m.root, m.name, token=m.token)
+            af.unlink_array_file(m.root, m.name, token=m.token)

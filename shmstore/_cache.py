@@ -20,7 +20,7 @@ in executor threads.
 
 Capacity and eviction
 ---------------------
-Bytes cached are accounted as in tiering (:class:`shmstore._tiering.Usage`,
+Bytes cached are accounted as in tiering (:class:`shmstore._usage.Usage`,
 shared by every process). A fill that does not fit evicts the values with the
 oldest access time first, down to 90 % of the capacity so that a full cache
 does not walk the namespace on every fill. Hits set the access time (only
@@ -41,8 +41,6 @@ it first reads each value.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -53,16 +51,10 @@ from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, default_buffer_prototype
 
 from shmstore._errors import SharedMemoryFullError
-from shmstore._segments import META, Namespace, _read_meta, _write_meta, check_name, resolve_root
-from shmstore._tiering import (
-    Usage,
-    _has_sync,
-    as_store,
-    describe_store,
-    parse_capacity,
-    store_get_sync,
-    to_buffer,
-)
+from shmstore._keyspace import Keyspace
+from shmstore._locations import as_store, describe_store, get_sync, has_sync, to_buffer
+from shmstore._names import check_name, resolve_root
+from shmstore._usage import Usage, parse_capacity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable
@@ -74,7 +66,6 @@ __all__ = ["CachingStore"]
 
 logger = logging.getLogger(__name__)
 
-_FILL = f"{META}/fill"
 #: A hit refreshes a value's access time at most this often (seconds) per process.
 TOUCH_INTERVAL = 1.0
 #: Eviction frees down to this fraction of the capacity.
@@ -136,7 +127,7 @@ class CachingStore(Store):
     supports_deletes: bool = False
     supports_listing: bool = True
 
-    _ns: Namespace | None
+    _ks: Keyspace | None
 
     def __init__(
         self,
@@ -157,31 +148,30 @@ class CachingStore(Store):
         self.root = resolve_root(root)
         self._capacity_arg = parse_capacity(capacity)
         self.capacity: int | None = self._capacity_arg
-        self._ns = None
+        self._ks = None
         self._usage: Usage | None = None
         self._touched: dict[str, float] = {}
         self._handle()  # fail early: a namespace that caches something else
 
     # ---------------------------------------------------------------- setup
-    def _handle(self) -> Namespace:
-        ns = self._ns
-        if ns is None:
-            ns = Namespace.open(self.namespace, self.root, create=True)
-            usage = Usage(ns)
-            self.capacity = self._configure(ns, usage)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(_FILL, 0o700, dir_fd=ns._fd)
-            self._usage = usage
-            self._ns = ns
-        return ns
+    def _handle(self) -> Keyspace:
+        ks = self._ks
+        if ks is None:
+            # A cache may always (re)create its namespace: it holds nothing
+            # that cannot be fetched again.
+            ks = Keyspace(self.namespace, self.root, create=True)
+            self.capacity = self._configure(ks)
+            self._ks = ks
+        if self._usage is None or self._usage.ns is not ks.ns:
+            self._usage = Usage(ks.ns)  # a new namespace (destroyed and made again)
+        return ks
 
-    def _configure(self, ns: Namespace, usage: Usage) -> int | None:
-        """Check (and record) that *ns* caches this source; return the capacity."""
-        with usage.locked():
-            meta = dict(_read_meta(ns._fd, ns.path))
+    def _configure(self, ks: Keyspace) -> int | None:
+        """Check (and record) that the namespace caches this source; return the capacity."""
+        with ks.ns.editing_meta() as meta:
             record = meta.get("cache")
             if record is None:
-                if meta.get("tiering") is not None or next(ns.iter_keys(""), None) is not None:
+                if meta.get("tiering") is not None or ks.list_prefix(""):
                     raise ValueError(
                         f"namespace {self.namespace!r} holds data and is not a cache; "
                         "pass another namespace= (or none, for a name from the source)"
@@ -196,11 +186,7 @@ class CachingStore(Store):
             capacity = self._capacity_arg
             if capacity is None:
                 capacity = record.get("capacity")
-            wanted = {"source": self.source_id, "capacity": capacity}
-            if meta.get("cache") != wanted:
-                meta["cache"] = wanted
-                _write_meta(ns._fd, meta)
-                ns.meta["cache"] = wanted
+            meta["cache"] = {"source": self.source_id, "capacity": capacity}
         return capacity
 
     # ------------------------------------------------------------- identity
@@ -244,29 +230,28 @@ class CachingStore(Store):
         self._is_open = False
         self._capacity_arg = None
         self.capacity = None
-        self._ns = None
+        self._ks = None
         self._usage = None
         self._touched = {}
 
     @property
     def _supports_sync_io(self) -> bool:
         # zarr >= 3.4: take the synchronous fast path only if a miss can too.
-        return _has_sync(self.source, "get_sync")
+        return has_sync(self.source, "get_sync")
 
     # ------------------------------------------------------------- lifetime
     def clear_cache(self) -> None:
         """Drop every cached value on the host (after the source changed, say)."""
-        ns = self._handle()
+        ks = self._handle()
         with self._usage.locked() as st:  # type: ignore[union-attr]
-            ns.delete_prefix("")
-            st.used = self._usage.count()  # type: ignore[union-attr]
+            ks.clear()
+            st.used = ks.ns.value_bytes()
         self._touched.clear()
 
     def destroy(self) -> None:
         """Unlink the cache namespace (the source is untouched)."""
-        ns = self._ns or Namespace.open(self.namespace, self.root, create=False)
-        ns.destroy()
-        self._ns = None
+        self._handle().destroy()
+        self._ks = None
         self._usage = None
 
     @property
@@ -276,13 +261,13 @@ class CachingStore(Store):
         return self._usage.used()  # type: ignore[union-attr]
 
     # -------------------------------------------------------------- filling
-    def _hit(self, ns: Namespace, key: str) -> memoryview | None:
-        view = ns.read(key)
+    def _hit(self, ks: Keyspace, key: str) -> memoryview | None:
+        view = ks.get(key)
         if view is not None and self.capacity is not None:
-            self._touch(ns, key)
+            self._touch(ks, key)
         return view
 
-    def _touch(self, ns: Namespace, key: str) -> None:
+    def _touch(self, ks: Keyspace, key: str) -> None:
         now = time.monotonic()
         last = self._touched.get(key)
         if last is not None and now - last < TOUCH_INTERVAL:
@@ -290,44 +275,9 @@ class CachingStore(Store):
         if len(self._touched) > 1 << 16:
             self._touched.clear()
         self._touched[key] = now
-        # Only the access time: the mtime is what readers use to detect a
-        # replaced value, and it must stay as it is.
-        with contextlib.suppress(OSError):
-            st = os.stat(key, dir_fd=ns._fd, follow_symlinks=False)
-            os.utime(key, ns=(time.time_ns(), st.st_mtime_ns), dir_fd=ns._fd, follow_symlinks=False)
+        ks.ns.touch(key)
 
-    def _lock_name(self, key: str) -> str:
-        return f"{_FILL}/{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()}"
-
-    def _lock(self, key: str, *, blocking: bool = True) -> int | None:
-        """Take the fill lock of *key*; return its descriptor (None: busy, non-blocking)."""
-        ns, name = self._ns, self._lock_name(key)
-        assert ns is not None
-        while True:
-            fd = os.open(
-                name, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=ns._fd
-            )
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            except BlockingIOError:
-                os.close(fd)
-                return None
-            except BaseException:
-                os.close(fd)
-                raise
-            # A lock on an unlinked inode is useless (its holder removed the file
-            # when done): discard it and lock the file that is there now.
-            try:
-                st = os.stat(name, dir_fd=ns._fd, follow_symlinks=False)
-            except FileNotFoundError:
-                os.close(fd)
-                continue
-            if st.st_ino != os.fstat(fd).st_ino:
-                os.close(fd)
-                continue
-            return fd
-
-    async def _lock_async(self, key: str) -> int:
+    async def _lock_async(self, ks: Keyspace, key: str) -> int:
         """Take the fill lock of *key* without blocking the event loop.
 
         Polls (0.5 ms, doubling to 20 ms) rather than blocking in a worker
@@ -336,21 +286,12 @@ class CachingStore(Store):
         wait would leave its thread holding the lock.
         """
         delay = 0.0005
-        while (fd := self._lock(key, blocking=False)) is None:
+        while (fd := ks.ns.lock_fill(key, blocking=False)) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
         return fd
 
-    def _unlock(self, key: str, fd: int) -> None:
-        ns = self._ns
-        try:
-            if ns is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self._lock_name(key), dir_fd=ns._fd)
-        finally:
-            os.close(fd)
-
-    def _admit(self, ns: Namespace, key: str, value: Buffer) -> memoryview:
+    def _admit(self, ks: Keyspace, key: str, value: Buffer) -> memoryview:
         """Cache *value* under *key* (fill lock held); return a view of it."""
         data = value.as_numpy_array()
         n = data.nbytes
@@ -361,14 +302,14 @@ class CachingStore(Store):
             return memoryview(data)
         with usage.locked() as st:
             if cap is not None and st.used + n > cap:
-                st.used -= self._evict(ns, st.used + n - int(cap * LOW_WATERMARK))
+                st.used -= self._evict(ks, st.used + n - int(cap * LOW_WATERMARK))
             reserved = cap is None or st.used + n <= cap
             if reserved:
                 st.used += n
         if not reserved:
             return memoryview(data)
         try:
-            written = ns.write(key, data, exclusive=True)
+            written = ks.set(key, data, exclusive=True)
         except SharedMemoryFullError:
             usage.add(-n)
             logger.debug("tmpfs full: %r of %s served uncached", key, self.namespace)
@@ -378,24 +319,17 @@ class CachingStore(Store):
             raise
         if not written:
             usage.add(-n)
-        view = ns.read(key)
+        view = ks.get(key)
         return memoryview(data) if view is None else view
 
-    def _evict(self, ns: Namespace, need: int) -> int:
+    def _evict(self, ks: Keyspace, need: int) -> int:
         """Delete the least recently read values until *need* bytes are free (lock held)."""
-        entries = []
-        for key in ns.iter_keys(""):
-            try:
-                st = os.stat(key, dir_fd=ns._fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            entries.append((st.st_atime_ns, st.st_size, key))
-        entries.sort()
+        entries = sorted((st.st_atime_ns, st.st_size, key) for key, st in ks.ns.value_stats())
         freed = 0
         for _, size, key in entries:
             if freed >= need:
                 break
-            if ns.delete(key):
+            if ks.delete(key):
                 freed += size
         return freed
 
@@ -408,19 +342,20 @@ class CachingStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
-        ns = self._handle()
-        view = self._hit(ns, key)
+        ks = self._handle()
+        view = self._hit(ks, key)
         if view is None:
-            fd = self._lock(key)
+            fd = ks.ns.lock_fill(key)
+            assert fd is not None
             try:
-                view = ns.read(key)
+                view = ks.get(key)
                 if view is None:
-                    value = store_get_sync(self.source, key, default_buffer_prototype(), None)
+                    value = get_sync(self.source, key, default_buffer_prototype(), None)
                     if value is None:
                         return None
-                    view = self._admit(ns, key, value)
+                    view = self._admit(ks, key, value)
             finally:
-                self._unlock(key, fd)  # type: ignore[arg-type]
+                ks.ns.unlock_fill(key, fd)
         return to_buffer(view, prototype, byte_range)
 
     async def get(
@@ -432,19 +367,19 @@ class CachingStore(Store):
         # docstring inherited
         if not self._is_open:
             await self._open()
-        ns = self._handle()
-        view = self._hit(ns, key)
+        ks = self._handle()
+        view = self._hit(ks, key)
         if view is None:
-            fd = await self._lock_async(key)
+            fd = await self._lock_async(ks, key)
             try:
-                view = ns.read(key)
+                view = ks.get(key)
                 if view is None:
                     value = await self.source.get(key, default_buffer_prototype())
                     if value is None:
                         return None
-                    view = self._admit(ns, key, value)
+                    view = self._admit(ks, key, value)
             finally:
-                self._unlock(key, fd)  # type: ignore[arg-type]
+                ks.ns.unlock_fill(key, fd)
         return to_buffer(view, prototype, byte_range)
 
     async def get_partial_values(
@@ -463,9 +398,9 @@ class CachingStore(Store):
 
     async def getsize(self, key: str) -> int:
         # docstring inherited
-        size = self._handle().size(key)
-        if size is not None:
-            return size
+        st = self._handle().stat(key)
+        if st is not None and st[0] == "file":
+            return st[1]
         return await self.source.getsize(key)
 
     async def list(self) -> AsyncIterator[str]:

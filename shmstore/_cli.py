@@ -24,7 +24,7 @@ import click
 from shmstore import __version__
 from shmstore import _inventory as inventory
 from shmstore._errors import _human
-from shmstore._segments import ENV_ROOT, resolve_root
+from shmstore._names import ENV_ROOT, resolve_root
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -506,7 +506,7 @@ def _zarr_nodes(root: str, name: str) -> list[dict[str, Any]]:
 
     store = SharedMemoryStore(name, root=root, read_only=True)
     nodes = []
-    for path in inventory.zarr_node_paths(os.path.join(root, name)):
+    for path in inventory.zarr_node_paths(root, name):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -942,7 +942,7 @@ def load_command(
 
 
 def _parse_size(value: str, option: str) -> int:
-    from shmstore._tiering import parse_capacity
+    from shmstore._usage import parse_capacity
 
     try:
         size = parse_capacity(int(value) if value.isdecimal() else value)

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shmstore._segments import Namespace
-from shmstore._urls import open_store, split_url
+from shmstore._keyspace import Keyspace
+from shmstore._names import resolve_root, split_url
+from shmstore._urls import open_store
 
 if TYPE_CHECKING:
     import os
@@ -43,8 +44,11 @@ class RawChunks:
 
     Reading a region inside one chunk returns a read-only view of the mapped
     segment (no decode, no copy); a region across chunks is assembled from
-    such views. Pickles as names and shapes only: the namespace is reopened
-    by name in the process that reads (PITFALLS 12).
+    such views. Chunks are read through the namespace's keyspace, so spilled
+    chunks of a tiered namespace read like the others, and a destroyed
+    namespace is an error, never fill values. Pickles as names and shapes
+    only: the namespace is reopened by name in the process that reads
+    (PITFALLS 12).
 
     Use :meth:`of` to make one: it returns ``None`` unless the array's chunks
     are stored raw (a lone ``bytes`` codec, fixed-size dtype, no sharding).
@@ -70,6 +74,18 @@ class RawChunks:
         self.ndim = len(shape)
         self.fill_value = fill_value
         self.key_encoding = key_encoding
+        self._ks: Keyspace | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_ks"] = None  # reopened by name where it is read
+        return state
+
+    def _keyspace(self) -> Keyspace:
+        ks = self._ks
+        if ks is None:
+            ks = self._ks = Keyspace(self.namespace, resolve_root(self.root), read_only=True)
+        return ks
 
     @classmethod
     def of(cls, z: zarr.Array, root: str, namespace: str) -> RawChunks | None:
@@ -103,7 +119,7 @@ class RawChunks:
         key = self.key_encoding.encode_chunk_key(coords)
         if self.path:
             key = f"{self.path}/{key}"
-        view = Namespace.open(self.namespace, self.root, create=False).read(key)
+        view = self._keyspace().get(key)
         if view is None:  # never written: zarr's fill value
             out = np.full(self.chunks, self.fill_value, dtype=self.dtype)
             out.flags.writeable = False

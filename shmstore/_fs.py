@@ -9,8 +9,10 @@ Layout as fsspec sees it
 ------------------------
 - ``""`` (or ``"/"``) is the root: ``ls`` lists the namespaces of this user.
 - A namespace is a top-level directory, like a bucket of an object store:
-  ``mkdir("ns")`` creates it, ``rm("ns", recursive=True)`` destroys it, and
-  writing any key under it creates it.
+  ``mkdir("ns")`` creates it, writing any key under it creates it,
+  ``rm("ns", recursive=True)`` clears it (its keys go; the namespace, its
+  settings and every open handle stay, so zarr's ``mode="w"`` never destroys
+  it) and ``rmdir("ns")`` (or ``rm("ns")``) destroys an empty one.
 - Inside a namespace, directories are implicit, as in an object store: they
   exist while keys lie beneath them and vanish with their last key.
   ``mkdir("ns/a")`` therefore only makes sure the namespace exists; it does not
@@ -31,26 +33,25 @@ mapped segment (zero copy: zarr's ``FsspecStore.get`` wraps it in a ``Buffer``
 as it is), while the synchronous ``cat_file``, ``cat`` and ``cat_ranges``
 return ``bytes`` as fsspec users expect.
 
-Tiered namespaces
------------------
-A namespace with a capacity or a spill store (:mod:`shmstore._tiering`) keeps
-some keys outside shared memory and accounts for the bytes it holds. For such a
-namespace the filesystem routes key reads that miss, and every write, delete
-and listing, through a :class:`SharedMemoryStore` of it, so the URL route sees
-spilled keys and respects the capacity; synchronous calls then run on fsspec's
-I/O loop, since the spill store may do real I/O.
+Keyspaces
+---------
+Every operation is one call of the namespace's
+:class:`~shmstore._keyspace.Keyspace`, the object ``SharedMemoryStore`` uses
+too: tiering (capacity, spilled keys) and the stale-handle rule live there. A
+tiered namespace's spill store may do real I/O, so its calls run in a thread,
+and synchronous calls on it run on fsspec's I/O loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import datetime
 import errno
 import io
 import mmap
 import os
-import stat
-import weakref
 from glob import has_magic
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -59,20 +60,19 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from shmstore._errors import ForeignEntryError
-from shmstore._segments import META, Namespace, check_key, resolve_root
+from shmstore._keyspace import Keyspace, Stat
+from shmstore._names import check_key, resolve_root, strip_scheme
+from shmstore._namespace import iter_namespaces
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine, Iterable
-
-    from shmstore._store import SharedMemoryStore
+    from collections.abc import Callable, Coroutine, Iterable
 
 __all__ = ["SharedMemoryFile", "SharedMemoryFileSystem"]
 
 _DIR = "directory"
 _FILE = "file"
-
-#: (type, size, mtime) of an entry inside a namespace; mtime is None for spilled keys.
-_Stat = tuple[str, int, "float | None"]
+#: Keyspaces a filesystem keeps open (each holds a namespace's descriptors).
+_KEYSPACES = 64
 
 
 def _now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -158,8 +158,8 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         super().__init__(**kwargs)
         self.root = resolve_root(root)
         self.mode = mode
-        # namespace name -> (its handle, the store to route through if tiered)
-        self._tiering: dict[str, tuple[weakref.ref[Namespace], SharedMemoryStore | None]] = {}
+        # namespace name -> its keyspace, the most recently used last
+        self._keyspaces: collections.OrderedDict[str, Keyspace] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ paths
     @classmethod
@@ -167,12 +167,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         # docstring inherited
         if isinstance(path, list):
             return [cls._strip_protocol(p) for p in path]
-        path = stringify_path(path)
-        if path.startswith("shm://"):
-            path = path[6:]
-        elif path.startswith("shm::"):
-            path = path[5:]
-        return path.strip("/")
+        return strip_scheme(stringify_path(path))
 
     def _split(self, path: str) -> tuple[str, str]:
         """Return ``(namespace, key)`` of *path*; either may be ``""``."""
@@ -190,18 +185,24 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             raise IsADirectoryError(errno.EISDIR, refusal.format(name=name), path)
         return name, key
 
-    def _split_removable(self, path: str) -> tuple[str, str, Namespace]:
-        """Return namespace, key and handle of *path*, which must name a namespace."""
+    def _split_removable(self, path: str) -> tuple[str, str, Keyspace]:
+        """Return namespace, key and keyspace of *path*, which must name a namespace."""
         name, key = self._split(path)
         if not name:
             raise ValueError(
                 f"refusing to remove every namespace in {self.root}; remove them by name"
             )
-        return name, key, self._handle(name)
+        return name, key, self._keyspace(name)
 
-    def _handle(self, name: str, *, create: bool = False) -> Namespace:
+    def _keyspace(self, name: str, *, create: bool = False) -> Keyspace:
+        """The keyspace of namespace *name* (one ``stat`` to check it is still there)."""
+        cache = self._keyspaces
+        ks = cache.get(name)
+        if ks is not None and ks.ns.alive():
+            cache.move_to_end(name)
+            return ks
         try:
-            return Namespace.open(name, self.root, create=create, mode=self.mode)
+            ks = Keyspace(name, self.root, create=create, mode=self.mode)
         except FileNotFoundError:
             raise FileNotFoundError(
                 errno.ENOENT,
@@ -209,149 +210,61 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 f"shm://{name}/ or fs.mkdir({name!r}) creates it",
                 f"shm://{name}",
             ) from None
+        cache[name] = ks
+        if len(cache) > _KEYSPACES:
+            cache.popitem(last=False)
+        return ks
 
     def _namespaces(self) -> list[str]:
-        """Names of this user's namespaces in the root.
-
-        Skips named arrays (plain files), hidden and transient entries
-        (``.shmstore-*``: namespaces being created or destroyed), directories
-        without shmstore bookkeeping, and other users' entries.
-        """
-        uid = os.geteuid()
-        names = []
-        with os.scandir(self.root) as it:
-            for entry in it:
-                if entry.name.startswith("."):
-                    continue
-                try:
-                    if not entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.stat(follow_symlinks=False).st_uid != uid:
-                        continue
-                    meta = os.stat(os.path.join(entry.path, META), follow_symlinks=False)
-                except OSError:
-                    continue
-                if stat.S_ISDIR(meta.st_mode):
-                    names.append(entry.name)
-        return sorted(names)
+        """Names of this user's namespaces in the root."""
+        return iter_namespaces(self.root)
 
     @staticmethod
-    def _info_dict(path: str, st: _Stat) -> dict[str, Any]:
+    def _info_dict(path: str, st: Stat) -> dict[str, Any]:
         kind, size, mtime = st
         out: dict[str, Any] = {"name": path, "size": size, "type": kind}
         if mtime is not None:
             out["mtime"] = mtime
         return out
 
-    # ------------------------------------------------------------- tiering
-    def _tiered(self, ns: Namespace) -> SharedMemoryStore | None:
-        """The store to route *ns*'s keys through if it is tiered, else ``None``.
+    # ------------------------------------------------------------ keyspaces
+    @staticmethod
+    async def _call(ks: Keyspace, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``: in place for a plain namespace, in a thread for a tiered one.
 
-        Decided once per namespace handle, as ``SharedMemoryStore`` does.
+        A tiered namespace's spill store may really wait on I/O, which must not
+        block an event loop.
         """
-        ent = self._tiering.get(ns.name)
-        if ent is not None and ent[0]() is ns:
-            return ent[1]
-        from shmstore._tiering import tiers_for
-
-        store = None
-        if tiers_for(ns, read_only=True) is not None:
-            from shmstore._store import SharedMemoryStore
-
-            store = SharedMemoryStore(ns.name, root=ns.root)
-        self._tiering[ns.name] = (weakref.ref(ns), store)
-        return store
+        if ks.tiered:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
 
     def _run(self, paths: Iterable[str], coro: Any, *args: Any, **kwargs: Any) -> Any:
         """Run the coroutine function *coro* for a synchronous caller.
 
         In place for plain namespaces; on fsspec's I/O loop if one of *paths*
-        lies in a tiered namespace (its spill store may really wait on I/O).
+        lies in a tiered namespace (its coroutines then wait on a thread).
         """
         for path in paths:
             name = self._split(path)[0]
             if not name:
                 continue
             try:
-                ns = Namespace.open(name, self.root, create=False)
+                tiered = self._keyspace(name).tiered
             except (OSError, ValueError):
                 continue  # missing or foreign: the operation reports it
-            if self._tiered(ns) is not None:
+            if tiered:
                 return sync(get_loop(), coro, *args, **kwargs)
         return _now(coro(*args, **kwargs))
 
-    # ---------------------------------------------------- key-level primitives
-    # Each is a coroutine that does its shared-memory work without suspending,
-    # and awaits the namespace's store only when the namespace is tiered.
-    async def _kstat(self, ns: Namespace, key: str) -> _Stat | None:
-        st = ns.lstat(key)
-        if st is not None:
-            if stat.S_ISDIR(st.st_mode):
-                return (_DIR, 0, st.st_mtime)
-            return (_FILE, st.st_size, st.st_mtime)
-        store = self._tiered(ns)
-        if store is None:
-            return None
-        if await store.exists(key):
-            return (_FILE, await store.getsize(key), None)
-        async for _ in store.list_dir(key):
-            return (_DIR, 0, None)
-        return None
+    async def _kstat(self, ks: Keyspace, key: str) -> Stat | None:
+        return await self._call(ks, ks.stat, key)
 
-    async def _kread(self, ns: Namespace, key: str) -> memoryview | None:
-        view = ns.read(key)
-        if view is not None:
-            return view
-        store = self._tiered(ns)
-        if store is None:
-            return None
-        from zarr.core.buffer import default_buffer_prototype
+    async def _klist_dir(self, ks: Keyspace, key: str) -> list[str]:
+        return sorted(await self._call(ks, ks.list_dir, key))
 
-        buf = await store.get(key, default_buffer_prototype())
-        return None if buf is None else memoryview(buf.as_numpy_array())
-
-    async def _kwrite(self, ns: Namespace, key: str, value: Any, exclusive: bool) -> bool:
-        store = self._tiered(ns)
-        if store is None:
-            return ns.write(key, value, exclusive=exclusive)
-        from zarr.core.buffer import default_buffer_prototype
-
-        buf = default_buffer_prototype().buffer.from_bytes(memoryview(value))
-        if exclusive:
-            if await store.exists(key):
-                return False
-            await store.set_if_not_exists(key, buf)
-        else:
-            await store.set(key, buf)
-        return True
-
-    async def _kdelete(self, ns: Namespace, key: str) -> bool:
-        store = self._tiered(ns)
-        if store is None:
-            return ns.delete(key)
-        if not await store.exists(key):
-            return False
-        await store.delete(key)
-        return True
-
-    async def _kdelete_dir(self, ns: Namespace, key: str) -> None:
-        store = self._tiered(ns)
-        if store is None:
-            ns.delete_prefix(key)
-        else:
-            await store.delete_dir(key)
-
-    async def _klist_dir(self, ns: Namespace, key: str) -> list[str]:
-        store = self._tiered(ns)
-        if store is None:
-            return sorted(ns.list_dir(key))
-        return sorted({name async for name in store.list_dir(key)})
-
-    async def _kkeys(self, ns: Namespace, prefix: str) -> list[str]:
-        store = self._tiered(ns)
-        if store is None:
-            return sorted(ns.iter_keys(prefix))
-        return sorted({k async for k in store.list_prefix(prefix)})
+    async def _kkeys(self, ks: Keyspace, prefix: str) -> list[str]:
+        return sorted(await self._call(ks, ks.list_prefix, prefix))
 
     # ------------------------------------------------------------ coroutines
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -360,7 +273,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             return {"name": "", "size": 0, "type": _DIR}
         name, _, key = path.partition("/")
         try:
-            ns = self._handle(name)
+            ns = self._keyspace(name)
         except (ForeignEntryError, ValueError) as e:
             raise FileNotFoundError(errno.ENOENT, str(e), path) from e
         if not key:
@@ -403,7 +316,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             names = self._namespaces()
             return [{"name": n, "size": 0, "type": _DIR} for n in names] if detail else names
         name, _, key = path.partition("/")
-        ns = self._handle(name)
+        ns = self._keyspace(name)
         if key:
             info = await self._info(path)
             if info["type"] == _FILE:
@@ -425,8 +338,8 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         name, key = self._split_key(
             path, "shm://{name} is a namespace, not a file; read shm://{name}/<key>"
         )
-        ns = self._handle(name)
-        view = await self._kread(ns, key)
+        ns = self._keyspace(name)
+        view = await self._call(ns, ns.get, key)
         if view is None:
             st = await self._kstat(ns, key)
             if st is not None and st[0] == _DIR:
@@ -485,8 +398,8 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         if isinstance(value, str):
             raise TypeError(f"pipe_file value for {path!r} must be bytes-like, not str")
         check_key(key)
-        ns = self._handle(name, create=True)
-        if not await self._kwrite(ns, key, value, mode == "create"):
+        ns = self._keyspace(name, create=True)
+        if not await self._call(ns, lambda: ns.set(key, value, exclusive=mode == "create")):
             raise FileExistsError(
                 errno.EEXIST, f"key {key!r} already exists in namespace {name!r}", path
             )
@@ -495,8 +408,8 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         name, key = self._split_key(
             path, "shm://{name} is a namespace; remove it with rm({name!r}, recursive=True)"
         )
-        ns = self._handle(name)
-        if await self._kdelete(ns, key):
+        ns = self._keyspace(name)
+        if await self._call(ns, ns.delete, key):
             return
         info = await self._info(path)  # FileNotFoundError if missing
         if info["type"] == _DIR and await self._klist_dir(ns, key):
@@ -507,13 +420,15 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
     async def _rm_tree(self, path: str) -> None:
         _, key, ns = self._split_removable(path)
         if not key:
-            ns.destroy()
+            # Clearing keeps the namespace, its settings and every open handle
+            # (zarr's mode="w" comes here); rmdir() destroys an empty one.
+            await self._call(ns, ns.clear)
             return
         info = await self._info(path)
         if info["type"] == _DIR:
-            await self._kdelete_dir(ns, key)
+            await self._call(ns, ns.delete_dir, key)
         else:
-            await self._kdelete(ns, key)
+            await self._call(ns, ns.delete, key)
 
     async def _rm_entry(self, path: str, recursive: bool) -> None:
         """Remove one path of an expanded listing (children come first)."""
@@ -534,7 +449,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 return  # an implicit directory, pruned with its last key
             raise FileNotFoundError(errno.ENOENT, f"no key {key!r} in namespace {name!r}", path)
         if st[0] == _FILE:
-            await self._kdelete(ns, key)
+            await self._call(ns, ns.delete, key)
         elif not recursive and await self._klist_dir(ns, key):
             raise IsADirectoryError(
                 errno.EISDIR,
@@ -568,7 +483,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
 
     async def _rmdir(self, path: str) -> None:
         name, key = self._split(path)
-        ns = self._handle(name)
+        ns = self._keyspace(name)
         if key and (await self._info(path))["type"] != _DIR:
             raise NotADirectoryError(errno.ENOTDIR, f"{key!r} is a key, not a directory", path)
         if await self._kkeys(ns, f"{key}/" if key else ""):
@@ -586,10 +501,10 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 raise FileExistsError(
                     errno.EEXIST, f"namespace {name!r} already exists in {self.root}", path
                 )
-            self._handle(name, create=True)
+            self._keyspace(name, create=True)
             return
         check_key(key)
-        self._handle(name, create=create_parents)
+        self._keyspace(name, create=create_parents)
         if await self._isfile(path):
             raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
 
@@ -603,7 +518,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             check_key(key)
         if not exist_ok and await self._exists(path):
             raise FileExistsError(errno.EEXIST, f"{path!r} already exists", path)
-        self._handle(name, create=True)
+        self._keyspace(name, create=True)
         if key and await self._isfile(path):
             raise FileExistsError(errno.EEXIST, f"{key!r} is a key in namespace {name!r}", path)
 
@@ -653,7 +568,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             )
         # Fast path (zarr's list and list_prefix): one walk of the namespace.
         try:
-            ns = self._handle(name)
+            ns = self._keyspace(name)
             st = await self._kstat(ns, key) if key else None
         except (FileNotFoundError, ForeignEntryError, ValueError):
             return {} if detail else []
@@ -700,10 +615,9 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         """Time of the last change of *path* (UTC)."""
         info = self.info(path)
         mtime = info.get("mtime")
-        if mtime is None:  # the root, a namespace or a spilled key: its directory's time
+        if mtime is None:  # the root or a namespace: its directory's time
             name = info["name"].partition("/")[0]
-            where = os.path.join(self.root, name) if name else self.root
-            mtime = os.stat(where, follow_symlinks=False).st_mtime
+            mtime = self._keyspace(name).ns.mtime() if name else os.stat(self.root).st_mtime
         return datetime.datetime.fromtimestamp(mtime, tz=datetime.UTC)
 
     def _read_now(self, path: str, start: int | None = None, end: int | None = None) -> memoryview:

@@ -36,8 +36,9 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from shmstore import _segments as seg
-from shmstore._segments import check_name, resolve_root
+from shmstore import _arrayfile as af
+from shmstore._names import check_name, entry_path, resolve_root
+from shmstore._namespace import check_lock_dir
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -128,9 +129,7 @@ class Lock:
         except FileNotFoundError:
             if not create:
                 raise
-            from shmstore._arrays import create as create_array
-
-            create_array(self.name, 0, "u1", exist_ok=True, root=self.root)
+            af.create_lock_file(self.root, self.name)
             self._open()
         _live.add(self)
 
@@ -156,7 +155,7 @@ class Lock:
         self._held = False
 
     def _open(self) -> int:
-        fd, kind = seg.open_lock_target(self.root, self.name)
+        fd, kind = self._open_target()
         try:
             if self._bound is not None:
                 if os.fstat(fd).st_ino != self._bound:
@@ -164,11 +163,11 @@ class Lock:
                         errno.ENOENT,
                         f"named array {self.name!r} in {self.root} was deleted; its lock "
                         "went with it",
-                        os.path.join(self.root, self.name),
+                        entry_path(self.root, self.name),
                     )
                 state = None
             elif kind == "array":
-                state = mmap.mmap(fd, seg.ARRAY_HEADER_SIZE, prot=mmap.PROT_READ)
+                state = mmap.mmap(fd, af.ARRAY_HEADER_SIZE, prot=mmap.PROT_READ)
             else:
                 state = None
         except BaseException:
@@ -176,6 +175,17 @@ class Lock:
             raise
         self._fd, self._kind, self._state = fd, kind, state
         return fd
+
+    def _open_target(self) -> tuple[int, str]:
+        fd, kind = af.open_lock_target(self.root, self.name)
+        if kind == "directory":
+            try:
+                check_lock_dir(fd, entry_path(self.root, self.name))
+            except BaseException:
+                os.close(fd)
+                raise
+            kind = "namespace"
+        return fd, kind
 
     def _close(self) -> None:
         fd, self._fd = self._fd, None
@@ -190,7 +200,7 @@ class Lock:
         if self._bound is not None:
             return False
         if self._state is not None:
-            return self._state[seg.ARRAY_STATE_OFFSET] != 0
+            return self._state[af.ARRAY_STATE_OFFSET] != 0
         return os.fstat(fd).st_nlink == 0
 
     # -------------------------------------------------------------- locking
@@ -272,7 +282,7 @@ class Lock:
             with contextlib.suppress(OSError):  # a new open file description
                 probe = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         if probe < 0:
-            probe, _ = seg.open_lock_target(self.root, self.name)
+            probe, _ = self._open_target()
         try:
             fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -290,7 +300,7 @@ class Lock:
                 fd = self._fd
                 if fd is not None:
                     fcntl.flock(fd, _EX)
-                    if self._state is None or not self._state[seg.ARRAY_STATE_OFFSET]:
+                    if self._state is None or not self._state[af.ARRAY_STATE_OFFSET]:
                         self._held = True
                         return self
                     fcntl.flock(fd, _UN)

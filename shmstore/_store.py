@@ -1,29 +1,30 @@
-"""``SharedMemoryStore``: a Zarr v3 store whose values live in shared memory."""
+"""``SharedMemoryStore``: the zarr face of a shared-memory namespace.
+
+Argument checks, then one :class:`~shmstore._keyspace.Keyspace` call per
+operation: which tier holds a key, the capacity and the stale-handle rule all
+live in the keyspace. See docs/design.md.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any, Self
 
-from zarr.abc.store import (
-    ByteRequest,
-    OffsetByteRequest,
-    RangeByteRequest,
-    Store,
-    SuffixByteRequest,
-)
+from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 
-from shmstore._segments import Namespace, check_name, resolve_root
+from shmstore._keyspace import Keyspace, check_tiering
+from shmstore._locations import supports_sync
+from shmstore._lock import Lock
+from shmstore._names import check_name, entry_path, resolve_root, split_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
+    from zarr.abc.store import ByteRequest
     from zarr.core.buffer import BufferPrototype
-
-    from shmstore._lock import Lock
-    from shmstore._tiering import Tiers
 
 __all__ = ["SharedMemoryStore", "scoped"]
 
@@ -41,21 +42,6 @@ def _wrapper(cls: type[Buffer]) -> Callable[[memoryview], Buffer] | None:
         return _wrappers[cls]
     except KeyError:
         return _wrappers.setdefault(cls, cls.from_bytes if issubclass(cls, cpu.Buffer) else None)
-
-
-def _slice(view: memoryview, byte_range: ByteRequest | None) -> memoryview:
-    if byte_range is None:
-        return view
-    if isinstance(byte_range, RangeByteRequest):
-        return view[byte_range.start : byte_range.end]
-    if isinstance(byte_range, OffsetByteRequest):
-        return view[byte_range.offset :]
-    if isinstance(byte_range, SuffixByteRequest):
-        return view[max(0, len(view) - byte_range.suffix) :]
-    raise TypeError(
-        f"Unexpected byte_range, got {byte_range!r}; pass a zarr RangeByteRequest, "
-        "OffsetByteRequest or SuffixByteRequest"
-    )
 
 
 class SharedMemoryStore(Store):
@@ -76,8 +62,10 @@ class SharedMemoryStore(Store):
         Open read-only. A missing namespace then raises ``FileNotFoundError``;
         opened writable, a missing namespace is created.
     scoped
-        Destroy the namespace when the ``with`` block exits. A plain store only
-        closes its handle there and never destroys shared data.
+        Create the namespace (``FileExistsError`` if it exists) and destroy it
+        when the ``with`` block exits, unless it was destroyed (and maybe
+        re-created by someone else) meanwhile. A plain store only closes its
+        handle there and never destroys shared data.
     mode
         Permission bits of the namespace's files when it is created (default
         ``0o600``, owner only).
@@ -107,12 +95,9 @@ class SharedMemoryStore(Store):
     supports_writes: bool = True
     supports_deletes: bool = True
     supports_listing: bool = True
+    supports_partial_writes: bool = False
 
-    _ns: Namespace | None
-    # Tiering (shmstore._tiering): None for plain namespaces, the common case.
-    _tiers: Tiers | None = None
-    _capacity: int | str | None = None
-    _spill: Any = None
+    _ks: Keyspace | None
 
     def __init__(
         self,
@@ -131,56 +116,72 @@ class SharedMemoryStore(Store):
                 f"a scoped store destroys namespace {namespace!r} on exit, so it cannot be "
                 "read-only; open it writable, or drop scoped=True"
             )
-        self.namespace = check_name(namespace)
-        self.root = resolve_root(root)
-        self.scoped = scoped
-        self._mode = mode
         if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
             raise ValueError(
                 f"mode {mode!r} is not a permission mask; pass bits such as 0o600 "
                 "(owner only, the default) or 0o640 (group may read)"
             )
-        if capacity is not None or spill is not None:
-            from shmstore._tiering import check_tiering
+        self.namespace = check_name(namespace)
+        self._root_arg = None if root is None else os.fspath(root)
+        self.root = resolve_root(root)
+        self.scoped = scoped
+        self._mode = mode
+        check_tiering(capacity, spill)  # before the namespace is created
+        # The one time this store may create its namespace: fail early if it is
+        # missing (read-only), foreign or another user's.
+        self._ks = Keyspace(
+            self.namespace,
+            self.root,
+            read_only=read_only,
+            create=not read_only,
+            exclusive=scoped,
+            mode=mode,
+            meta={"scoped": True, "scoped_pid": os.getpid()} if scoped else None,
+            capacity=capacity,
+            spill=spill,
+        )
 
-            check_tiering(capacity, spill)  # before the namespace is created
-        self._capacity = capacity
-        self._spill = spill
-        self._ns = None
-        self._handle()  # fail early: missing (read-only), foreign or another user's
+    def _keyspace(self) -> Keyspace:
+        ks = self._ks
+        if ks is None:
+            # A copy (unpickled, with_read_only) opens the namespace it refers
+            # to and never creates one.
+            ks = self._ks = Keyspace(self.namespace, self.root, read_only=self.read_only)
+        return ks
 
-    def _handle(self) -> Namespace:
-        ns = self._ns
-        if ns is None:
-            ns = Namespace.open(
-                self.namespace,
-                self.root,
-                create=not self.read_only,
-                mode=self._mode,
-                meta={"scoped": True} if self.scoped else None,
-            )
-            from shmstore._tiering import attach_tiers
-
-            self._tiers = attach_tiers(self, ns)
-            self._ns = ns
-        return ns
+    @property
+    def _supports_sync_io(self) -> bool:
+        # zarr >= 3.4 takes its synchronous fast path only where a miss can too:
+        # a spill store without a *_sync surface would have to block on a loop.
+        tiers = self._keyspace().tiers
+        return tiers is None or tiers.spill is None or supports_sync(tiers.spill)
 
     async def _open(self) -> None:
         # docstring inherited
-        self._handle()  # resolves the tiering before the first async call
+        self._keyspace()
         await super()._open()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> Self:
         """Open the namespace of a ``shm://<namespace>`` URL."""
-        rest = url.removeprefix("shm://")
-        if rest == url:
-            raise ValueError(f"URL {url!r} is not a shm:// URL")
-        return cls(rest.strip("/").split("/")[0], **kwargs)
+        return cls(split_url(url)[0], **kwargs)
+
+    @classmethod
+    def _copy(cls, namespace: str, root_arg: str | None, read_only: bool, mode: int) -> Self:
+        store = cls.__new__(cls)
+        Store.__init__(store, read_only=read_only)
+        store.namespace = namespace
+        store._root_arg = root_arg
+        store.root = resolve_root(root_arg)
+        store.scoped = False  # a copy never owns the namespace's lifetime
+        store._mode = mode
+        store._ks = None
+        return store
 
     # --------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
-        # Only the name travels: workers reopen the namespace lazily.
+        # Only the name travels (with the root as resolved here): a worker
+        # reopens the namespace lazily.
         return {
             "namespace": self.namespace,
             "root": self.root,
@@ -189,18 +190,13 @@ class SharedMemoryStore(Store):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.namespace = state["namespace"]
-        self.root = state["root"]
-        self._read_only = state["read_only"]
-        self._mode = state["mode"]
-        self.scoped = False  # a copy never owns the namespace's lifetime
-        self._is_open = False
-        self._ns = None
+        copy = self._copy(state["namespace"], state["root"], state["read_only"], state["mode"])
+        self.__dict__.update(copy.__dict__)
 
     # ------------------------------------------------------------- identity
     def with_read_only(self, read_only: bool = False) -> SharedMemoryStore:
         # docstring inherited
-        return type(self)(self.namespace, root=self.root, read_only=read_only, mode=self._mode)
+        return self._copy(self.namespace, self._root_arg, read_only, self._mode)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -228,24 +224,28 @@ class SharedMemoryStore(Store):
     ) -> None:
         self.close()
         if self.scoped:
-            self.destroy()
+            self._keyspace().destroy(only_created=True)
 
     def destroy(self) -> None:
         """Unlink every segment of the namespace, in every process.
 
         Processes that still hold chunk views keep reading the old bytes until
-        they drop them; new opens by name no longer find the namespace.
+        they drop them; new opens by name no longer find the namespace, and
+        every store opened before raises ``FileNotFoundError`` naming it
+        (unless a namespace of that name is created again, which they follow).
+
+        Raises
+        ------
+        FileNotFoundError
+            If the namespace was destroyed already.
         """
         self._check_writable()
-        ns = self._ns or Namespace.open(self.namespace, self.root, create=False)
-        ns.destroy()
-        self._ns = None
-        self._is_open = False
+        self._keyspace().destroy()
 
     @property
     def path(self) -> str:
         """The namespace directory (a Zarr v3 directory layout)."""
-        return os.path.join(self.root, self.namespace)
+        return entry_path(self.root, self.namespace)
 
     def lock(self, *, timeout: float | None = None) -> Lock:
         """The namespace's inter-process lock: ``shmstore.Lock(namespace)``.
@@ -255,8 +255,6 @@ class SharedMemoryStore(Store):
         away with :meth:`destroy`. Use it as ``with store.lock(): ...``.
         zarr itself never takes it: it is for coordinating writers.
         """
-        from shmstore._lock import Lock
-
         return Lock(self.namespace, root=self.root, timeout=timeout)
 
     # ----------------------------------------------------------- sync core
@@ -268,69 +266,47 @@ class SharedMemoryStore(Store):
         byte_range: ByteRequest | None = None,
     ) -> Buffer | None:
         """Synchronous :meth:`get` (zarr's ``SupportsGetSync``)."""
-        ns = self._ns or self._handle()
         if prototype is None:
             prototype = default_buffer_prototype()
         wrap = _wrapper(prototype.buffer)
-        if byte_range is None and wrap is not None:
-            # The buffer over a chunk's mapping is made once and reused while the
-            # mapping is valid (its memory is read-only, like the view's): a
-            # repeated read is a dict lookup and two loads (docs/performance.md).
-            buf = ns.read(key, wrap)
-        else:
-            view = ns.read(key)
-            buf = None if view is None else prototype.buffer.from_bytes(_slice(view, byte_range))
-        if buf is None:
-            if self._tiers is not None:
-                # A tiered namespace may hold the key in its spill tier.
-                return self._tiers.get_sync(key, prototype, byte_range)
-            if self._reopened(ns):
-                return self.get_sync(key, prototype=prototype, byte_range=byte_range)
-        return buf
-
-    def _reopened(self, ns: Namespace) -> bool:
-        """Drop a handle whose namespace another process destroyed; True if so.
-
-        The next call opens the namespace by name again: the one created since,
-        if any (a read-only store raises ``FileNotFoundError`` if there is none).
-        """
-        if ns is not self._ns or not ns.destroyed():
-            return False
-        self._ns = None
-        self._tiers = None
-        return True
+        # The buffer over a chunk's mapping is made once and reused while the
+        # mapping is valid (its memory is read-only, like the view's): a
+        # repeated read is a dict lookup and two loads (docs/performance.md).
+        value = (self._ks or self._keyspace()).get(key, wrap=wrap, byte_range=byte_range)
+        if value is None or wrap is not None:
+            return value
+        return prototype.buffer.from_bytes(value)
 
     def set_sync(self, key: str, value: Buffer) -> None:
         """Synchronous :meth:`set` (zarr's ``SupportsSetSync``)."""
         self._check_writable()
+        self._keyspace().set(key, self._data(key, value))
+
+    def delete_sync(self, key: str) -> None:
+        """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""
+        self._check_writable()
+        self._keyspace().delete(key)
+
+    @staticmethod
+    def _data(key: str, value: Buffer) -> Any:
         if not isinstance(value, Buffer):
             raise TypeError(
                 f"SharedMemoryStore.set(): value for key {key!r} must be a zarr Buffer, "
                 f"got {type(value).__name__}"
             )
-        ns = self._handle()
-        if self._tiers is not None:
-            self._tiers.set_sync(key, value)
-            return
-        try:
-            ns.write(key, value.as_numpy_array())
-        except FileNotFoundError:
-            if not self._reopened(ns):
-                raise
-            self.set_sync(key, value)
-
-    def delete_sync(self, key: str) -> None:
-        """Synchronous :meth:`delete` (zarr's ``SupportsDeleteSync``)."""
-        self._check_writable()
-        ns = self._handle()
-        if self._tiers is not None:
-            self._tiers.delete_sync(key)
-            return
-        ns.delete(key)
+        return value.as_numpy_array()
 
     # ---------------------------------------------------------------- async
     # Shared-memory work is a memcpy at most: a thread hop would cost more
-    # than it saves, so the coroutines call the sync core directly.
+    # than it saves, so the coroutines call the keyspace directly. A tiered
+    # keyspace may wait on its spill store, so there they run it in a thread
+    # (as zarr's LocalStore runs its file I/O), never blocking the loop.
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        ks = self._ks or self._keyspace()
+        if ks.tiered:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
     async def get(
         self,
         key: str,
@@ -340,9 +316,12 @@ class SharedMemoryStore(Store):
         # docstring inherited
         if not self._is_open:
             await self._open()
-        if self._tiers is not None:
-            return await self._tiers.get(key, prototype, byte_range)
-        return self.get_sync(key, prototype=prototype, byte_range=byte_range)
+        ks = self._ks or self._keyspace()
+        if not ks.tiered:
+            return self.get_sync(key, prototype=prototype, byte_range=byte_range)
+        return await asyncio.to_thread(
+            self.get_sync, key, prototype=prototype, byte_range=byte_range
+        )
 
     async def get_partial_values(
         self,
@@ -350,122 +329,81 @@ class SharedMemoryStore(Store):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         # docstring inherited
-        self._handle()
-        if self._tiers is not None:
-            return [await self._tiers.get(k, prototype, r) for k, r in key_ranges]
-        return [
-            self.get_sync(key, prototype=prototype, byte_range=byte_range)
-            for key, byte_range in key_ranges
-        ]
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
 
     async def exists(self, key: str) -> bool:
         # docstring inherited
-        ns = self._handle()
-        if self._tiers is not None:
-            return await self._tiers.exists(key)
-        return ns.exists(key)
+        return await self._call(self._keyspace().exists, key)
 
     async def set(self, key: str, value: Buffer) -> None:
         # docstring inherited
+        self._check_writable()
         if not self._is_open:
             await self._open()
-        if self._tiers is not None:
-            self._check_writable()
-            await self._tiers.set(key, value)
-            return
-        self.set_sync(key, value)
+        await self._call(self._keyspace().set, key, self._data(key, value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited
         self._check_writable()
         if not self._is_open:
             await self._open()
-        ns = self._handle()
-        if self._tiers is not None:
-            await self._tiers.set_if_not_exists(key, value)
-            return
-        ns.write(key, value.as_numpy_array(), exclusive=True)
+        ks = self._keyspace()
+        await self._call(lambda: ks.set(key, self._data(key, value), exclusive=True))
+
+    async def set_partial_values(
+        self, key_start_values: Iterable[tuple[str, int, bytes | bytearray | memoryview]]
+    ) -> None:
+        # docstring inherited (zarr < 3.1.3 declares it abstract)
+        raise NotImplementedError(
+            "SharedMemoryStore does not write parts of values: each value is replaced "
+            "whole and atomically (supports_partial_writes is False)"
+        )
 
     async def delete(self, key: str) -> None:
         # docstring inherited
-        self._handle()
-        if self._tiers is not None:
-            self._check_writable()
-            await self._tiers.delete(key)
-            return
-        self.delete_sync(key)
+        self._check_writable()
+        await self._call(self._keyspace().delete, key)
 
     async def delete_dir(self, prefix: str) -> None:
         # docstring inherited
         self._check_writable()
-        ns = self._handle()
-        if self._tiers is not None:
-            await self._tiers.delete_dir(prefix)
-            return
-        ns.delete_prefix(prefix)
+        await self._call(self._keyspace().delete_dir, prefix)
 
     async def clear(self) -> None:
         # docstring inherited
         self._check_writable()
-        ns = self._handle()
-        if self._tiers is not None:
-            await self._tiers.clear()
-            return
-        ns.delete_prefix("")
+        await self._call(self._keyspace().clear)
 
     async def getsize(self, key: str) -> int:
         # docstring inherited
-        size = self._handle().size(key)
-        if size is None and self._tiers is not None:
-            return await self._tiers.getsize(key)
-        if size is None:
-            raise FileNotFoundError(key)
-        return size
+        return await self._call(self._keyspace().getsize, key)
 
     async def getsize_prefix(self, prefix: str) -> int:
         # docstring inherited
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
-        ns = self._handle()
-        if self._tiers is not None:
-            return await self._tiers.getsize_prefix(prefix)
-        return sum(ns.size(key) or 0 for key in ns.iter_keys(prefix))
+        return await self._call(self._keyspace().getsize_prefix, prefix)
 
     async def list(self) -> AsyncIterator[str]:
         # docstring inherited
-        ns = self._handle()
-        if self._tiers is not None:
-            async for key in self._tiers.list_prefix(""):
-                yield key
-            return
-        for key in ns.iter_keys(""):
+        for key in await self._call(self._keyspace().list_prefix, ""):
             yield key
 
     async def list_prefix(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        ns = self._handle()
-        if self._tiers is not None:
-            async for key in self._tiers.list_prefix(prefix):
-                yield key
-            return
-        for key in ns.iter_keys(prefix):
+        for key in await self._call(self._keyspace().list_prefix, prefix):
             yield key
 
     async def list_dir(self, prefix: str) -> AsyncIterator[str]:
         # docstring inherited
-        ns = self._handle()
-        if self._tiers is not None:
-            async for name in self._tiers.list_dir(prefix):
-                yield name
-            return
-        for name in ns.list_dir(prefix):
+        for name in await self._call(self._keyspace().list_dir, prefix):
             yield name
 
 
 def scoped(namespace: str, **kwargs: Any) -> SharedMemoryStore:
-    """Return a store whose namespace is destroyed when its ``with`` block exits.
+    """Return a store that creates *namespace* and destroys it when its ``with`` block exits.
 
-    Equivalent to ``SharedMemoryStore(namespace, scoped=True, **kwargs)``.
+    Equivalent to ``SharedMemoryStore(namespace, scoped=True, **kwargs)``: an
+    existing namespace is ``FileExistsError`` (a scoped block never destroys
+    what it did not create).
 
     Examples
     --------

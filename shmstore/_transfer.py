@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from zarr.core.buffer import default_buffer_prototype
 
 from shmstore._errors import _human
-from shmstore._tiering import as_store, is_metadata_key
+from shmstore._names import SCHEME, is_metadata_key, split_url
+from shmstore._urls import open_location
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -74,14 +75,12 @@ class TransferReport:
 
 
 def _namespace_store(spec: Any, *, read_only: bool, what: str) -> Store:
-    if isinstance(spec, str) and spec.startswith("shm://"):
-        rest = spec.removeprefix("shm://").strip("/")
-        if "/" in rest:
-            raise ValueError(
-                f"{what} {spec!r} names a path inside a namespace; save and load copy a "
-                "whole namespace: pass shm://<namespace>"
-            )
-    return as_store(spec, read_only=read_only)
+    if isinstance(spec, str) and spec.startswith(SCHEME) and split_url(spec)[1]:
+        raise ValueError(
+            f"{what} {spec!r} names a path inside a namespace; save and load copy a "
+            "whole namespace: pass shm://<namespace>"
+        )
+    return open_location(spec, read_only=read_only)
 
 
 def save(
@@ -138,7 +137,7 @@ def save(
     >>> shmstore.save("shm://climate", "/data/climate.zarr")  # doctest: +SKIP
     """
     src = _namespace_store(namespace, read_only=True, what="source")
-    dst = as_store(destination, read_only=False, storage_options=storage_options)
+    dst = open_location(destination, read_only=False, storage_options=storage_options)
     return copy_store(
         src, dst, overwrite=overwrite, progress=progress, concurrency=concurrency, verify=verify
     )
@@ -167,7 +166,7 @@ def load(
     >>> import shmstore
     >>> shmstore.load("/data/climate.zarr", "shm://climate")  # doctest: +SKIP
     """
-    src = as_store(source, read_only=True, storage_options=storage_options)
+    src = open_location(source, read_only=True, storage_options=storage_options)
     dst = _namespace_store(namespace, read_only=False, what="destination")
     return copy_store(
         src, dst, overwrite=overwrite, progress=progress, concurrency=concurrency, verify=verify

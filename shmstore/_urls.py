@@ -11,34 +11,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from shmstore._segments import check_key, check_name
+from shmstore._locations import as_store
+from shmstore._names import split_url
+from shmstore._store import SharedMemoryStore
 
 if TYPE_CHECKING:
-    from shmstore._store import SharedMemoryStore
+    from zarr.abc.store import Store
 
-__all__ = ["open_store", "split_url"]
-
-SCHEME = "shm://"
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """Split ``shm://<namespace>/<path>`` into ``(namespace, path)``.
-
-    Raises
-    ------
-    ValueError
-        If *url* is not a ``shm://`` URL, names no namespace, or has an invalid
-        namespace or path (the message names the value).
-    """
-    if not isinstance(url, str) or not url.startswith(SCHEME):
-        raise ValueError(f"{url!r} is not a shm:// URL; write shm://<namespace>[/<path>]")
-    namespace, _, path = url[len(SCHEME) :].strip("/").partition("/")
-    if not namespace:
-        raise ValueError(f"URL {url!r} names no namespace; write shm://<namespace>[/<path>]")
-    check_name(namespace)
-    if path:
-        check_key(path)
-    return namespace, path
+__all__ = ["open_location", "open_store"]
 
 
 def open_store(
@@ -78,8 +58,6 @@ def open_store(
     (4,)
     >>> store.destroy()
     """
-    from shmstore._store import SharedMemoryStore
-
     namespace, path = split_url(url)
     if path:
         raise ValueError(
@@ -90,3 +68,15 @@ def open_store(
     options = {**(storage_options or {}), **kwargs}
     options.pop("asynchronous", None)  # an fsspec option; the store is async-native
     return SharedMemoryStore(namespace, **options)
+
+
+def open_location(
+    spec: Any, *, read_only: bool, storage_options: dict[str, Any] | None = None
+) -> Store:
+    """A zarr store for a store, a path, an fsspec URL or a ``shm://<namespace>`` URL.
+
+    What ``save``/``load`` take at either end; see :func:`shmstore._locations.as_store`.
+    """
+    if isinstance(spec, str) and spec.startswith("shm://"):
+        return open_store(spec, read_only=read_only, storage_options=storage_options)
+    return as_store(spec, read_only=read_only, storage_options=storage_options)

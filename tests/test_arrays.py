@@ -630,7 +630,7 @@ def test_foreign_and_corrupt_files_are_reported_not_trusted(shm_root: Path) -> N
 
 
 def test_names_are_shared_with_namespaces(shm_root: Path) -> None:
-    from shmstore._segments import Namespace
+    from shmstore._namespace import Namespace
 
     Namespace.open("ns", create=True)
     with pytest.raises(ForeignEntryError, match="namespace"):
@@ -648,7 +648,7 @@ def test_names_are_shared_with_namespaces(shm_root: Path) -> None:
 def test_list_records(shm_root: Path) -> None:
     import time
 
-    from shmstore._segments import Namespace
+    from shmstore._namespace import Namespace
 
     before = time.time()
     shmstore.create("b-second", (2, 3), "i2")

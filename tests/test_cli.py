@@ -133,7 +133,7 @@ def test_missing_root_is_refused(shm_root: Path, tmp_path: Path, monkeypatch: An
 
 def test_ls_reports_corrupt_entries(shm_root: Path) -> None:
     shmstore.SharedMemoryStore("good")
-    bad = shm_root / "bad" / ".shmstore"
+    bad = shm_root / "bad" / ".shmstore" / "state"
     bad.mkdir(parents=True)
     (bad / "meta.json").write_text("{not json")
     (shm_root / "someone-elses").mkdir()  # no .shmstore: not ours, not listed
@@ -552,7 +552,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     import shmstore
-    from shmstore._segments import Namespace
+    from shmstore._namespace import Namespace
 
     install = Namespace._install
 
@@ -564,7 +564,7 @@ WRITER = textwrap.dedent(
 
     Namespace._install = paused
     store = shmstore.SharedMemoryStore("ns")
-    store._handle().write("c/0", b"x" * 100_000)
+    store._keyspace().ns.write("c/0", b"x" * 100_000)
     print("done", flush=True)
     """
 )
@@ -580,7 +580,7 @@ def start_writer() -> tuple[subprocess.Popen[str], Path]:
     )
     tmp_name = proc.stdout.readline().strip()
     assert tmp_name.startswith(f"{proc.pid}."), tmp_name
-    tmp = Path(os.environ["SHMSTORE_ROOT"]) / "ns" / ".shmstore" / "tmp" / tmp_name
+    tmp = Path(os.environ["SHMSTORE_ROOT"]) / "ns" / ".shmstore" / "state" / "tmp" / tmp_name
     assert tmp.stat().st_size == 100_000
     return proc, tmp
 
@@ -601,7 +601,7 @@ def test_gc_spares_a_live_writer(shm_root: Path) -> None:
         assert proc.wait(timeout=60) == 0
     assert not tmp.exists()
     store = shmstore.SharedMemoryStore("ns", read_only=True)
-    assert bytes(store._handle().read("c/0")) == b"x" * 100_000
+    assert bytes(store._keyspace().ns.read("c/0")) == b"x" * 100_000
 
 
 def test_gc_reclaims_a_killed_writer(shm_root: Path) -> None:
@@ -646,7 +646,7 @@ SCOPED = textwrap.dedent(
     import shmstore
 
     with shmstore.scoped("scratch") as store:
-        store._handle().write("k", b"y" * 5000)
+        store._keyspace().ns.write("k", b"y" * 5000)
         print("ready", flush=True)
         sys.stdin.readline()
     """
@@ -685,7 +685,7 @@ FILLER = textwrap.dedent(
 
     source = zarr.storage.LocalStore(sys.argv[1], read_only=True)
     cache = shmstore.CachingStore(source, namespace="cache")
-    fd = cache._lock("x/c/0")  # the fill lock a miss takes before fetching
+    fd = cache._handle().ns.lock_fill("x/c/0")  # the fill lock a miss takes before fetching
     print("filling", flush=True)
     sys.stdin.readline()
     """
@@ -705,7 +705,7 @@ def test_gc_orphan_fill_locks_of_a_cache(shm_root: Path, tmp_path: Path) -> None
     )
     try:
         assert proc.stdout.readline().strip() == "filling"
-        fill = shm_root / "cache" / ".shmstore" / "fill"
+        fill = shm_root / "cache" / ".shmstore" / "state" / "fill"
         (lock_file,) = fill.iterdir()
         assert js("gc", "--dry-run")["reclaimed"] == []  # held: a fill in progress
         assert js("gc")["reclaimed"] == []
@@ -767,7 +767,7 @@ def test_gc_transient_root_entries(shm_root: Path) -> None:
 def test_gc_partial_meta_and_trash_directories(shm_root: Path) -> None:
     shmstore.SharedMemoryStore("ns")
     dead = dead_pid()
-    book = shm_root / "ns" / ".shmstore"
+    book = shm_root / "ns" / ".shmstore" / "state"
     (book / f"meta.json.{dead}.partial").write_text("{}")
     (book / f"meta.json.{os.getpid()}.partial").write_text("{}")
     trash = book / "tmp" / f"{dead}.7f.3.partial"  # a delete_prefix cut short
@@ -786,12 +786,12 @@ def test_gc_partial_meta_and_trash_directories(shm_root: Path) -> None:
 def test_gc_leaves_other_hosts_and_corrupt_namespaces_alone(shm_root: Path) -> None:
     dead = dead_pid()
     with shmstore.scoped("remote") as store:
-        meta_path = Path(store.path) / ".shmstore" / "meta.json"
+        meta_path = Path(store.path) / ".shmstore" / "state" / "meta.json"
         meta = json.loads(meta_path.read_text())
         meta.update(pid=dead, host="some-other-host")
         meta_path.write_text(json.dumps(meta))
-        (Path(store.path) / ".shmstore" / "tmp" / f"{dead}.1.1.partial").write_bytes(b"r")
-        bad = shm_root / "corrupt" / ".shmstore" / "tmp"
+        (Path(store.path) / ".shmstore" / "state" / "tmp" / f"{dead}.1.1.partial").write_bytes(b"r")
+        bad = shm_root / "corrupt" / ".shmstore" / "state" / "tmp"
         bad.mkdir(parents=True)
         (bad / f"{dead}.1.1.partial").write_bytes(b"c")
         assert js("gc")["reclaimed"] == []

@@ -20,7 +20,8 @@ from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import cpu, default_buffer_prototype
 from zarr.core.sync import sync
 
-import shmstore._segments as seg
+import shmstore._posix as px
+import shmstore._readcache as seg
 from shmstore import SharedMemoryStore
 
 proto = default_buffer_prototype()
@@ -46,7 +47,7 @@ def foreign_replace(path: Path, data: bytes) -> None:
 def test_generation_page_is_bookkeeping_only(shm_root: Path) -> None:
     store = SharedMemoryStore("genpage")
     put(store, "a/b", b"x")
-    page = shm_root / "genpage" / ".shmstore" / "gen"
+    page = shm_root / "genpage" / ".shmstore" / "state" / "gen"
     st = page.stat()
     assert stat.S_ISREG(st.st_mode) and st.st_size == 4096
     assert stat.S_IMODE(st.st_mode) == 0o600
@@ -184,16 +185,16 @@ def test_without_generation_page_every_read_checks(shm_root: Path) -> None:
     """A namespace whose page cannot be mapped falls back to one stat per read."""
     store = SharedMemoryStore("nogen")
     put(store, "k", b"old")
-    page = shm_root / "nogen" / ".shmstore" / "gen"
+    page = shm_root / "nogen" / ".shmstore" / "state" / "gen"
     page.unlink()
     page.mkdir()  # something that is not a page: never trusted
-    _child_sees_foreign_replace(shm_root, "nogen", "assert s._handle()._gen is None", {})
+    _child_sees_foreign_replace(shm_root, "nogen", "assert s._keyspace().ns._gen.page is None", {})
 
 
 def test_revalidate_seconds_from_the_environment(shm_root: Path) -> None:
     store = SharedMemoryStore("envzero")
     put(store, "k", b"old")
-    check = "import shmstore._segments as g; assert g.REVALIDATE_SECONDS == 0"
+    check = "import shmstore._readcache as g; assert g.REVALIDATE_SECONDS == 0"
     _child_sees_foreign_replace(shm_root, "envzero", check, {"SHMSTORE_REVALIDATE_SECONDS": "0"})
 
 
@@ -201,13 +202,14 @@ def test_old_namespace_gets_a_page(shm_root: Path) -> None:
     """A namespace made before the generation page existed gets one on open."""
     store = SharedMemoryStore("legacy")
     put(store, "k", b"v")
-    (shm_root / "legacy" / ".shmstore" / "gen").unlink()
+    (shm_root / "legacy" / ".shmstore" / "state" / "gen").unlink()
     out = run_python(
-        _SET.format(ns="legacy") + "print(s._handle()._gen is not None, bytes(s.get_sync('k')"
+        _SET.format(ns="legacy")
+        + "print(s._keyspace().ns._gen.page is not None, bytes(s.get_sync('k')"
         ".as_numpy_array()).decode())"
     )
     assert out.stdout.split() == ["True", "v"]
-    assert (shm_root / "legacy" / ".shmstore" / "gen").stat().st_size == 4096
+    assert (shm_root / "legacy" / ".shmstore" / "state" / "gen").stat().st_size == 4096
 
 
 def test_symlinked_key_is_missing_not_followed(shm_root: Path, tmp_path: Path) -> None:
@@ -242,8 +244,8 @@ def test_nested_symlink_never_followed(
 ) -> None:
     """Keys resolve with openat2 where the kernel has it, else one component at a time."""
     if not openat2:
-        monkeypatch.setattr(seg, "_openat2_call", False)
-    elif seg._probe_openat2() is False:
+        monkeypatch.setattr(px, "_openat2_call", False)
+    elif px._probe_openat2() is False:
         pytest.skip("no openat2 here")
     store = SharedMemoryStore("nested")
     put(store, "a/b/c/k", b"inside")

@@ -17,7 +17,7 @@ from zarr.core.sync import sync
 
 import shmstore
 from shmstore import ForeignEntryError, SharedMemoryStore
-from shmstore._segments import MAX_MAPPINGS
+from shmstore._readcache import MAX_MAPPINGS
 
 proto = default_buffer_prototype()
 
@@ -97,7 +97,7 @@ def test_invalid_namespace_names(name: str) -> None:
         "./a",
         "a/.",
         "x\0y",
-        ".shmstore/meta.json",
+        ".shmstore/state/meta.json",
         "k" * 300,
     ],
 )
@@ -170,7 +170,7 @@ def test_foreign_and_corrupt_entries_reported(shm_root: Path) -> None:
     with pytest.raises(ForeignEntryError, match=r"without a \.shmstore entry"):
         SharedMemoryStore("plain")
     run_python("import shmstore; shmstore.SharedMemoryStore('corrupt')")
-    (shm_root / "corrupt" / ".shmstore" / "meta.json").write_text("{not json")
+    (shm_root / "corrupt" / ".shmstore" / "state" / "meta.json").write_text("{not json")
     with pytest.raises(ForeignEntryError, match="corrupt"):
         SharedMemoryStore("corrupt")
     (shm_root / "afile").write_bytes(b"x")
@@ -227,7 +227,7 @@ def test_pickle_sends_the_name_only() -> None:
     clone = pickle.loads(payload)
     assert clone == store and clone is not store
     assert get(clone, "big") == b"\0" * (8 << 20)
-    scoped_store = SharedMemoryStore("pick", scoped=True)
+    scoped_store = SharedMemoryStore("pick-scoped", scoped=True)
     assert pickle.loads(pickle.dumps(scoped_store)).scoped is False
 
 
@@ -256,7 +256,7 @@ def test_replaced_value_is_never_stale() -> None:
 
 
 def test_mappings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    import shmstore._segments as seg
+    import shmstore._readcache as seg
 
     monkeypatch.setattr(seg, "MAX_MAPPINGS", 64)
     store = SharedMemoryStore("many")
@@ -264,7 +264,7 @@ def test_mappings_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         put(store, f"c/{i}", i.to_bytes(4, "little"))
     for i in range(300):
         assert get(store, f"c/{i}") == i.to_bytes(4, "little")
-    assert len(store._handle()._cache) <= 64
+    assert len(store._keyspace().ns._cache) <= 64
     assert MAX_MAPPINGS >= 4096  # default leaves room for 256 MiB of 64 KiB chunks
 
 
@@ -431,7 +431,7 @@ def test_cached_mappings_hold_no_descriptors() -> None:
 def test_views_outlive_the_cache_and_the_handle() -> None:
     import gc
 
-    from shmstore._segments import release_handles
+    from shmstore._namespace import release_handles
 
     store = SharedMemoryStore("outlive")
     put(store, "k", bytes(range(256)) * 64)

@@ -8,6 +8,7 @@ import os
 import pickle
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,8 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from shmstore import CapacityExceededError, SharedMemoryFullError, SharedMemoryStore
-from shmstore._tiering import is_metadata_key, parse_capacity
+from shmstore._names import is_metadata_key
+from shmstore._usage import parse_capacity
 
 
 def buf(data: bytes) -> cpu.Buffer:
@@ -55,14 +57,16 @@ def files(top: Path, skip: str | None = ".shmstore") -> dict[str, int]:
             if name.endswith(".partial"):
                 continue
             key = (rel / name).as_posix()
-            out[key] = (Path(dirpath) / name).stat().st_size
+            st = (Path(dirpath) / name).lstat()
+            if stat.S_ISREG(st.st_mode):  # a symlink in a namespace marks a spilled key
+                out[key] = st.st_size
     return out
 
 
 def used(store: SharedMemoryStore) -> int:
-    store._handle()
-    assert store._tiers is not None
-    return store._tiers.usage.used()
+    tiers = store._keyspace().tiers
+    assert tiers is not None
+    return tiers.usage.used()
 
 
 # ------------------------------------------------------------------ capacity
@@ -228,7 +232,7 @@ def test_spill_location_is_recorded_and_read_by_name_alone(shm_root: Path, tmp_p
     z = zarr.create_array(store, name="t", shape=(100,), chunks=(10,), dtype="i8", compressors=None)
     z[:] = np.arange(100)
     assert files(spill)  # some chunks spilled
-    meta = json.loads((shm_root / "named" / ".shmstore" / "meta.json").read_text())
+    meta = json.loads((shm_root / "named" / ".shmstore" / "state" / "meta.json").read_text())
     assert meta["tiering"] == {"capacity": 3000, "spill": {"url": str(spill)}}
     # an unrelated process that knows only the name
     out = run_python(
@@ -260,17 +264,19 @@ def test_a_namespace_spills_to_one_place(tmp_path: Path) -> None:
 def test_capacity_change_is_recorded(shm_root: Path) -> None:
     SharedMemoryStore("cap", capacity=100)
     SharedMemoryStore("cap", capacity="1 KiB")
-    meta = json.loads((shm_root / "cap" / ".shmstore" / "meta.json").read_text())
+    meta = json.loads((shm_root / "cap" / ".shmstore" / "state" / "meta.json").read_text())
     assert meta["tiering"]["capacity"] == 1024
-    assert SharedMemoryStore("cap")._tiers.capacity == 1024  # type: ignore[union-attr]
+    assert SharedMemoryStore("cap")._keyspace().tiers.capacity == 1024  # type: ignore[union-attr]
 
 
 def test_plain_namespaces_stay_plain(shm_root: Path) -> None:
     store = SharedMemoryStore("plain")
     store.set_sync("k", buf(b"v"))
-    assert store._tiers is None
-    assert "tiering" not in json.loads((shm_root / "plain" / ".shmstore" / "meta.json").read_text())
-    assert not (shm_root / "plain" / ".shmstore" / "usage").exists()
+    assert store._keyspace().tiers is None
+    assert "tiering" not in json.loads(
+        (shm_root / "plain" / ".shmstore" / "state" / "meta.json").read_text()
+    )
+    assert not (shm_root / "plain" / ".shmstore" / "state" / "usage").exists()
 
 
 def test_spill_store_without_sync_methods(tmp_path: Path) -> None:
@@ -352,7 +358,7 @@ def test_two_writer_processes_share_one_capacity(shm_root: Path, tmp_path: Path)
     assert len(set(shm) | set(disk)) == 2 * n
     store = SharedMemoryStore("shared-cap")
     assert used(store) == sum(shm.values())
-    assert store._tiers.usage.recount() == sum(shm.values())  # type: ignore[union-attr]
+    assert store._keyspace().tiers.usage.recount() == sum(shm.values())  # type: ignore[union-attr]
     for tag in ("w0", "w1"):
         for i in range(n):
             assert get(store, f"{tag}/{i}") == bytes([i % 251]) * size
@@ -394,8 +400,9 @@ for i in range(n):
     except SharedMemoryFullError as e:
         errors += 1
         message = str(e)
-shm = {int(k): os.path.getsize(os.path.join(root, "full", "k", k))
-       for k in os.listdir(os.path.join(root, "full", "k"))}
+kdir = os.path.join(root, "full", "k")  # spilled keys are symlinks there: not counted
+shm = {int(k): os.path.getsize(os.path.join(kdir, k))
+       for k in os.listdir(kdir) if not os.path.islink(os.path.join(kdir, k))}
 ok = all(
     (v := store.get_sync(f"k/{i}")) is not None and v.to_bytes() == bytes([i % 251]) * size
     for i in range(n) if spill or i in shm
@@ -403,7 +410,7 @@ ok = all(
 print(json.dumps({
     "asked": n * size, "bytes_in_shm": sum(shm.values()), "chunks_in_shm": len(shm),
     "partial_chunks": sum(s != size for s in shm.values()), "errors": errors,
-    "leftover_tmp": len(os.listdir(os.path.join(root, "full", ".shmstore", "tmp"))),
+    "leftover_tmp": len(os.listdir(os.path.join(root, "full", ".shmstore", "state", "tmp"))),
     "all_readable": ok, "message": message,
 }))
 """
@@ -495,7 +502,7 @@ def test_file_backed_root_warns_once_and_works(tmp_path: Path) -> None:
 
 
 def test_tmpfs_root_does_not_warn(shm_root: Path) -> None:
-    from shmstore._segments import filesystem_type
+    from shmstore._names import filesystem_type
 
     if filesystem_type(str(shm_root)) != "tmpfs":
         pytest.skip(f"{shm_root} is not on a tmpfs here")

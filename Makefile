@@ -25,8 +25,10 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/flagship.py
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check shmstore tests examples benchmarks
-	$(VENV)/bin/ruff format --check shmstore tests examples benchmarks
+	$(VENV)/bin/ruff check shmstore tests examples benchmarks .ci
+	$(VENV)/bin/ruff format --check shmstore tests examples benchmarks .ci
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/python .ci/check_local_imports.py
 
 test-311: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from shmstore._store import SharedMemoryStore
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
@@ -40,8 +42,6 @@ STORES = ("shmstore", "memory", "local-tmpfs", "local-disk")
 def _stores(root: str) -> Iterator[dict[str, Any]]:
     """Open one store of each kind; remove everything they hold on exit."""
     from zarr.storage import LocalStore, MemoryStore
-
-    from shmstore._store import SharedMemoryStore
 
     pid = os.getpid()
     # A hidden transient name with our pid: never listed by `shmstore ls`, and

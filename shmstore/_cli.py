@@ -24,7 +24,7 @@ import click
 from shmstore import __version__
 from shmstore import _inventory as inventory
 from shmstore._errors import _human
-from shmstore._names import ENV_ROOT, resolve_root
+from shmstore._names import ENV_ROOT, SCHEME, entry_path, resolve_root, strip_scheme
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -500,6 +500,7 @@ def info_command(name: str, root: str | None, as_json: bool) -> None:
 
 def _zarr_nodes(root: str, name: str) -> list[dict[str, Any]]:
     """Every group and array of namespace *name*, read with zarr."""
+    # zarr (and the store) load only for commands that need them: `ls` stays fast.
     import zarr
 
     from shmstore._store import SharedMemoryStore
@@ -722,6 +723,7 @@ def _delete(root: str, record: dict[str, Any]) -> None:
     if record["kind"] == "namespace":
         inventory.destroy_namespace(root, record["name"])
     else:
+        # The public name: named arrays load numpy only when one is removed.
         import shmstore
 
         shmstore.delete(record["name"], root=root)
@@ -804,9 +806,10 @@ def _transfer_kwargs(overwrite: bool, verify: str, concurrency: int, quiet: bool
 
 def _namespace(spec: str, root: str, *, read_only: bool, **kwargs: Any) -> Any:
     """The namespace named by *spec* (``name`` or ``shm://name``) under *root*."""
+    # zarr loads only for the commands that open a store.
     from shmstore._store import SharedMemoryStore
 
-    name = spec.removeprefix("shm://").strip("/") if spec.startswith("shm://") else spec
+    name = strip_scheme(spec)
     if "/" in name:
         raise click.ClickException(
             f"{spec!r} names a path inside a namespace; save and load copy a whole "
@@ -820,12 +823,13 @@ def _namespace(spec: str, root: str, *, read_only: bool, **kwargs: Any) -> Any:
 
 def _other_end(spec: str, root: str, *, read_only: bool) -> Any:
     """The zarr side of a copy: a path or URL for the library; shm:// under *root*."""
-    if spec.startswith("shm://"):
+    if spec.startswith(SCHEME):
         return _namespace(spec, root, read_only=read_only)
     return spec
 
 
 def _transfer_function(kind: str) -> Callable[..., Any]:
+    # The public names, loaded only for save and load (they bring in zarr).
     import shmstore
 
     try:
@@ -927,8 +931,7 @@ def load_command(
     if spill is not None:
         tiering["spill"] = spill
     source = _other_end(src, root, read_only=True)
-    name = dst.removeprefix("shm://").strip("/")
-    existed = os.path.lexists(os.path.join(root, name))
+    existed = os.path.lexists(entry_path(root, strip_scheme(dst)))
     target = _namespace(dst, root, read_only=False, **tiering)
     options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
     try:
@@ -942,6 +945,7 @@ def load_command(
 
 
 def _parse_size(value: str, option: str) -> int:
+    # dask.utils parses sizes: imported for the commands that take one.
     from shmstore._usage import parse_capacity
 
     try:
@@ -970,6 +974,7 @@ def bench_command(
     to it. MemoryStore lives in one process only; shmstore's data is shared by
     every process of the host. Everything created is removed at the end.
     """
+    # The benchmark needs zarr and numpy: loaded for this command only.
     from shmstore._bench import run_bench
 
     root = _resolve(root)

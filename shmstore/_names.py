@@ -33,6 +33,7 @@ __all__ = [
     "parse_transient_name",
     "resolve_root",
     "split_url",
+    "strip_scheme",
     "tmp_name",
     "transient_name",
 ]

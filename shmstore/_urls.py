@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from shmstore._locations import as_store
-from shmstore._names import split_url
+from shmstore._names import SCHEME, split_url
 from shmstore._store import SharedMemoryStore
 
 if TYPE_CHECKING:
@@ -77,6 +77,6 @@ def open_location(
 
     What ``save``/``load`` take at either end; see :func:`shmstore._locations.as_store`.
     """
-    if isinstance(spec, str) and spec.startswith("shm://"):
+    if isinstance(spec, str) and spec.startswith(SCHEME):
         return open_store(spec, read_only=read_only, storage_options=storage_options)
     return as_store(spec, read_only=read_only, storage_options=storage_options)

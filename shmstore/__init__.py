@@ -35,6 +35,9 @@ _LAZY = {
     "scoped_array": "shmstore._arrays",
     "Lock": "shmstore._lock",
     "LockTimeoutError": "shmstore._lock",
+    # namespaces by name
+    "namespaces": "shmstore._inventory",
+    "destroy": "shmstore._inventory",
 }
 
 __all__ = [
@@ -52,8 +55,10 @@ __all__ = [
     "attach",
     "create",
     "delete",
+    "destroy",
     "list",
     "load",
+    "namespaces",
     "open_store",
     "persist",
     "save",
@@ -67,6 +72,7 @@ if TYPE_CHECKING:
     from shmstore._dask import persist
     from shmstore._errors import CapacityExceededError, ForeignEntryError, SharedMemoryFullError
     from shmstore._fs import SharedMemoryFileSystem
+    from shmstore._inventory import destroy, namespaces
     from shmstore._lock import Lock, LockTimeoutError
     from shmstore._store import SharedMemoryStore, scoped
     from shmstore._transfer import load, save

@@ -24,6 +24,7 @@ writer's files are not kept forever because its pid came round again.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fnmatch
 import os
 import pwd
@@ -35,9 +36,11 @@ from shmstore import _arrayfile as af
 from shmstore._errors import ForeignEntryError
 from shmstore._names import (
     MEMORY_FILESYSTEMS,
+    check_name,
     entry_path,
     filesystem_type,
     parse_transient_name,
+    resolve_root,
 )
 from shmstore._namespace import (
     Namespace,
@@ -63,6 +66,7 @@ __all__ = [
     "NamespaceEntry",
     "TreeUsage",
     "creator_alive",
+    "destroy",
     "destroy_namespace",
     "explain_entry",
     "filesystem_usage",
@@ -72,6 +76,7 @@ __all__ = [
     "memory_backed",
     "named_arrays_available",
     "namespace_entry",
+    "namespaces",
     "reclaim",
     "scan_arrays",
     "scan_namespaces",
@@ -138,6 +143,11 @@ class NamespaceEntry:
     spilled: TreeUsage | None = field(default_factory=TreeUsage)
     cache_source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the values in shared memory (``usage.nbytes``)."""
+        return self.usage.nbytes
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record (the raw metadata left out)."""
@@ -470,6 +480,52 @@ def destroy_namespace(root: str, name: str) -> None:
         If the entry is not a shmstore namespace.
     """
     Namespace.open(name, root, create=False).destroy()
+
+
+def namespaces(root: str | os.PathLike[str] | None = None) -> list[NamespaceEntry]:
+    """The namespaces of this user in the shared-memory root, sorted by name.
+
+    Each record has at least ``.name``, ``.path``, ``.nbytes`` (bytes in shared
+    memory), ``.owner``, ``.created``, ``.modified``, ``.scoped``, ``.spill``
+    and ``.capacity``: what ``shmstore ls`` shows. Entries that are not valid
+    namespaces are left out (``shmstore ls`` reports them).
+
+    Examples
+    --------
+    >>> import shmstore
+    >>> _ = shmstore.SharedMemoryStore("doc-namespaces")
+    >>> "doc-namespaces" in [n.name for n in shmstore.namespaces()]
+    True
+    >>> shmstore.destroy("doc-namespaces")
+    """
+    return scan_namespaces(resolve_root(root))[0]
+
+
+def destroy(name: str, root: str | os.PathLike[str] | None = None) -> None:
+    """Destroy the namespace *name*: unlink every segment of it, in every process.
+
+    Nothing is created: a missing name is an error, not a namespace made and
+    destroyed. Processes that hold chunk views keep their bytes until they drop
+    them; stores opened before raise ``FileNotFoundError`` naming it. A spill
+    tier is kept (data on disk that you named).
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no namespace *name* (see ``shmstore.namespaces()``).
+    ForeignEntryError
+        If the entry of that name is not a shmstore namespace.
+    """
+    root = resolve_root(root)
+    try:
+        destroy_namespace(root, check_name(name))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"no namespace {name!r} in {root} to destroy; see shmstore.namespaces() "
+            "or `shmstore ls`",
+            entry_path(root, name),
+        ) from None
 
 
 # ------------------------------------------------------------- named arrays

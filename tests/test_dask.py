@@ -12,6 +12,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import dask
@@ -23,7 +24,7 @@ from conftest import _BASE, run_python
 from zarr.codecs import ZstdCodec
 
 import shmstore
-from shmstore import SharedMemoryFileSystem
+from shmstore import SharedMemoryFileSystem, SharedMemoryStore
 from shmstore._dask import RawChunks
 
 distributed = pytest.importorskip("distributed")
@@ -43,6 +44,67 @@ def _write(url: str, data: np.ndarray, chunks: tuple[int, ...] = (100, 100)) -> 
     z = zarr.create_array(url, shape=data.shape, chunks=chunks, dtype=data.dtype)
     z[:] = data
     return z
+
+
+# ------------------------------------------------------------------- routes
+# The main read/write tests run on every route to a namespace:
+#   store:  a plain namespace, handed to zarr and dask as a SharedMemoryStore;
+#   url:    a plain namespace, reached by shm:// URL;
+#   tiered: a namespace created first with a capacity and a spill directory,
+#           small enough that most chunks spill, then reached by shm:// URL
+#           alone (the tiering is recorded in the namespace).
+
+TIER_CAPACITY = 100_000  # bytes: one 100x100 f8 chunk (80 kB) fits, the rest spill
+
+
+class Route:
+    def __init__(self, kind: str, spill_base: Path) -> None:
+        self.kind = kind
+        self.spill_base = spill_base
+
+    def __repr__(self) -> str:
+        return f"Route({self.kind!r})"
+
+    def namespace(self, ns: str) -> str:
+        """Create namespace *ns* as this route's tests find it; return its name."""
+        if self.kind == "tiered":
+            SharedMemoryStore(ns, capacity=TIER_CAPACITY, spill=self.spill_base / ns)
+        return ns
+
+    def from_zarr(self, ns: str, path: str) -> da.Array:
+        if self.kind == "store":
+            return da.from_zarr(SharedMemoryStore(ns), component=path)
+        return da.from_zarr(f"shm://{ns}/{path}")
+
+    def to_zarr(self, x: da.Array, ns: str, path: str) -> None:
+        if self.kind == "store":
+            x.to_zarr(SharedMemoryStore(ns), component=path)
+        else:
+            x.to_zarr(f"shm://{ns}/{path}")
+
+    def create_array(self, ns: str, path: str, **kwargs: Any) -> zarr.Array:
+        if self.kind == "store":
+            return zarr.create_array(SharedMemoryStore(ns), name=path, **kwargs)
+        return zarr.create_array(f"shm://{ns}/{path}", **kwargs)
+
+    def open_array(self, ns: str, path: str) -> zarr.Array:
+        if self.kind == "store":
+            return zarr.open_array(SharedMemoryStore(ns, read_only=True), path=path, mode="r")
+        return zarr.open_array(f"shm://{ns}/{path}", mode="r")
+
+    def check_spilled(self, ns: str, path: str) -> None:
+        """On the tiered route, some chunks of array *path* are files in the spill directory."""
+        if self.kind != "tiered":
+            return
+        chunks = self.spill_base / ns / path / "c"
+        assert chunks.is_dir() and any(p.is_file() for p in chunks.rglob("*")), (
+            f"no chunk of {path!r} spilled to {chunks}"
+        )
+
+
+@pytest.fixture(params=["store", "url", "tiered"])
+def route(request: pytest.FixtureRequest, tmp_path: Path) -> Route:
+    return Route(request.param, tmp_path / "spill")
 
 
 @pytest.fixture(scope="module")
@@ -82,20 +144,24 @@ def client() -> Iterator[distributed.Client]:
 # ------------------------------------------------------------------ threads
 
 
-def test_from_zarr_and_to_zarr_urls_threads(shm_root: Path) -> None:
+def test_from_zarr_and_to_zarr_threads(shm_root: Path, route: Route) -> None:
     data = _data()
-    _write("shm://thr/t", data)
-    x = da.from_zarr("shm://thr/t")
+    ns = route.namespace("thr")
+    route.create_array(ns, "t", shape=data.shape, chunks=(100, 100), dtype=data.dtype)[:] = data
+    x = route.from_zarr(ns, "t")
     assert x.chunks == ((100,) * 4, (100,) * 3)
     with dask.config.set(scheduler="threads"):
         assert np.allclose(x.mean().compute(), data.mean())
-        (x * 2).to_zarr("shm://thr/u")
-        assert np.array_equal(da.from_zarr("shm://thr/u").compute(), data * 2)
+        route.to_zarr(x * 2, ns, "u")
+        assert np.array_equal(route.from_zarr(ns, "u").compute(), data * 2)
         # da.store into an array created through the direct store
-        store = shmstore.open_store("shm://thr")
+        store = shmstore.open_store(f"shm://{ns}")
         z = zarr.create_array(store, name="v", shape=data.shape, chunks=(50, 50), dtype="f8")
         da.store(x + 1, z, lock=False)
-    assert np.array_equal(zarr.open_array("shm://thr/v")[:], data + 1)
+    assert np.array_equal(route.open_array(ns, "v")[:], data + 1)
+    assert np.array_equal(zarr.open_array(f"shm://{ns}/u", mode="r")[:], data * 2)
+    for path in ("t", "u", "v"):
+        route.check_spilled(ns, path)
 
 
 def test_unknown_namespace_names_it(shm_root: Path) -> None:
@@ -124,25 +190,29 @@ def test_graph_carries_names_not_bytes(shm_root: Path) -> None:
 # ------------------------------------------------------------------ persist
 
 
-def test_persist(shm_root: Path) -> None:
+def test_persist(shm_root: Path, route: Route) -> None:
     data = _data((300, 200))
+    ns = route.namespace("per")
     x = da.from_array(data, chunks=((100, 150, 50), (200,)))  # irregular: rechunked
-    y = shmstore.persist(x, "shm://per/x")
+    y = shmstore.persist(x, f"shm://{ns}/x")
     assert y.chunks == ((150, 150), (200,))
     assert y.name.startswith("shm-persist-")
     assert np.array_equal(y.compute(scheduler="threads"), data)
-    z = zarr.open_array("shm://per/x")
+    route.check_spilled(ns, "x")
+    z = route.open_array(ns, "x")
     assert z.compressors == ()  # raw chunks: reads map the segments
+    assert np.array_equal(z[:], data)
     with pytest.raises(ValueError, match="'x'"):  # zarr's ContainsArrayError
-        shmstore.persist(x, "shm://per/x")
-    y2 = shmstore.persist(data[:10], "shm://per/x", overwrite=True, chunks=(5, 200))
+        shmstore.persist(x, f"shm://{ns}/x")
+    y2 = shmstore.persist(data[:10], f"shm://{ns}/x", overwrite=True, chunks=(5, 200))
     assert y2.chunks == ((5, 5), (200,))
     assert np.array_equal(y2.compute(), data[:10])
-    root_array = shmstore.persist(np.arange(10), "shm://per-root")
-    assert zarr.open_array("shm://per-root").shape == (10,)
+    root_ns = route.namespace("per-root")
+    root_array = shmstore.persist(np.arange(10), f"shm://{root_ns}")
+    assert zarr.open_array(f"shm://{root_ns}").shape == (10,)
     assert root_array.sum().compute() == 45
     # an unrelated process reads it by name
-    code = "import dask.array as da; print(da.from_zarr('shm://per/x').sum().compute())"
+    code = f"import dask.array as da; print(da.from_zarr('shm://{ns}/x').sum().compute())"
     assert float(run_python(code).stdout) == pytest.approx(data[:10].sum())
 
 
@@ -172,11 +242,15 @@ def test_persist_reads_chunks_as_views(shm_root: Path) -> None:
 
 
 @pytest.mark.parametrize("dtype", [">f4", "<i8", "bool", "u1", "M8[s]", "c16"])
-def test_persist_dtypes(shm_root: Path, dtype: str) -> None:
-    data = (np.random.default_rng(3).random((30, 7)) * 100).astype(dtype)
-    y = shmstore.persist(data, "shm://dt/a", chunks=(8, 3))
+def test_persist_dtypes(shm_root: Path, route: Route, dtype: str) -> None:
+    data = (np.random.default_rng(3).random((300, 70)) * 100).astype(dtype)
+    ns = route.namespace("dt")
+    y = shmstore.persist(data, f"shm://{ns}/a", chunks=(80, 30))
     assert any(isinstance(v, RawChunks) for v in y.dask.values())
     assert np.array_equal(y.compute(), data)
+    assert np.array_equal(route.open_array(ns, "a")[:], data)
+    if data.nbytes > 2 * TIER_CAPACITY:
+        route.check_spilled(ns, "a")
 
 
 def test_persist_compressed_goes_through_zarr(shm_root: Path) -> None:
@@ -189,10 +263,14 @@ def test_persist_compressed_goes_through_zarr(shm_root: Path) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def test_processes_scheduler_spawn(shm_root: Path) -> None:
+# Spawned workers are slow to start on 2 cores: the plain URL route is what the
+# tiered route does (by name), less the spill tier.
+@pytest.mark.parametrize("route", ["store", "tiered"], indirect=True)
+def test_processes_scheduler_spawn(shm_root: Path, route: Route) -> None:
     data = _data()
-    _write("shm://proc/t", data)
-    x = da.from_zarr("shm://proc/t")
+    ns = route.namespace("proc")
+    route.create_array(ns, "t", shape=data.shape, chunks=(100, 100), dtype=data.dtype)[:] = data
+    x = route.from_zarr(ns, "t")
     with dask.config.set({"scheduler": "processes", "multiprocessing.context": "spawn"}):
         total = (x.sum(axis=0) + x.max(axis=0)).compute(num_workers=2)
         np.testing.assert_allclose(total, data.sum(axis=0) + data.max(axis=0))
@@ -200,7 +278,7 @@ def test_processes_scheduler_spawn(shm_root: Path) -> None:
         da.store(
             x * 3,
             zarr.create_array(
-                shmstore.open_store("shm://proc"),
+                shmstore.open_store(f"shm://{ns}"),
                 name="u",
                 shape=data.shape,
                 chunks=(100, 100),
@@ -209,7 +287,9 @@ def test_processes_scheduler_spawn(shm_root: Path) -> None:
             lock=False,
             num_workers=2,
         )
-    assert np.array_equal(zarr.open_array("shm://proc/u")[:], data * 3)
+    assert np.array_equal(route.open_array(ns, "u")[:], data * 3)
+    route.check_spilled(ns, "t")
+    route.check_spilled(ns, "u")
 
 
 # -------------------------------------------------------------- distributed

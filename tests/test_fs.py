@@ -1,11 +1,10 @@
-"""SharedMemoryFileSystem: fsspec's abstract suites, shm:// specifics and zarr URLs."""
+"""SharedMemoryFileSystem: shm:// specifics and zarr URLs (fsspec's suites: test_fs_conformance)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import pickle
-import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -14,71 +13,11 @@ import numpy as np
 import pytest
 import zarr
 from conftest import run_python
-from fsspec.tests.abstract import (
-    AbstractCopyTests,
-    AbstractFixtures,
-    AbstractGetTests,
-    AbstractOpenTests,
-    AbstractPipeTests,
-    AbstractPutTests,
-)
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import default_buffer_prototype
 
 import shmstore
 from shmstore import SharedMemoryFileSystem, SharedMemoryStore
-
-# --------------------------------------------------------------------------
-# fsspec's abstract suites. Every path of the suite lives inside the namespace
-# "suite" of the test's private root; directories inside a namespace are
-# implicit, as in an object store, so the suite runs without empty ones.
-
-
-class ShmFixtures(AbstractFixtures):
-    @pytest.fixture
-    def fs(self, shm_root: Path) -> SharedMemoryFileSystem:
-        return fsspec.filesystem("shm", root=str(shm_root))
-
-    @pytest.fixture
-    def fs_join(self) -> Any:
-        return posixpath.join
-
-    @pytest.fixture
-    def fs_path(self) -> str:
-        return "suite/abstract"
-
-    @pytest.fixture
-    def fs_sanitize_path(self) -> Any:
-        return lambda p: p.rstrip("/")
-
-    @pytest.fixture
-    def supports_empty_directories(self) -> bool:
-        return False
-
-    @pytest.fixture
-    def local_path(self, tmp_path: Path) -> str:
-        return str(tmp_path)
-
-
-class TestShmCopy(AbstractCopyTests, ShmFixtures):
-    pass
-
-
-class TestShmGet(AbstractGetTests, ShmFixtures):
-    pass
-
-
-class TestShmPut(AbstractPutTests, ShmFixtures):
-    pass
-
-
-class TestShmPipe(AbstractPipeTests, ShmFixtures):
-    pass
-
-
-class TestShmOpen(AbstractOpenTests, ShmFixtures):
-    pass
-
 
 # --------------------------------------------------------------------------
 # Specifics

@@ -44,7 +44,6 @@ and synchronous calls on it run on fsspec's I/O loop.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import datetime
@@ -60,7 +59,7 @@ from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
 from shmstore._errors import ForeignEntryError
-from shmstore._keyspace import Keyspace, Stat
+from shmstore._keyspace import Keyspace, Stat, in_thread
 from shmstore._names import check_key, resolve_root, strip_scheme
 from shmstore._namespace import iter_namespaces
 
@@ -236,7 +235,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         block an event loop.
         """
         if ks.tiered:
-            return await asyncio.to_thread(fn, *args)
+            return await in_thread(fn, *args)
         return fn(*args)
 
     def _run(self, paths: Iterable[str], coro: Any, *args: Any, **kwargs: Any) -> Any:

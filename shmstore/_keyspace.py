@@ -33,10 +33,13 @@ thread when they run inside an event loop.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import os
 import stat
+import threading
 from typing import TYPE_CHECKING, Any
 
 from zarr.core.buffer import default_buffer_prototype
@@ -60,10 +63,32 @@ if TYPE_CHECKING:
 
     from zarr.abc.store import ByteRequest, Store
 
-__all__ = ["Keyspace", "Tiers", "check_tiering"]
+__all__ = ["Keyspace", "Tiers", "check_tiering", "in_thread"]
 
 #: What :meth:`Keyspace.stat` returns: (``"file"`` or ``"directory"``, size, mtime or None).
 Stat = tuple[str, int, "float | None"]
+
+
+# Threads that run tiered keyspace calls for coroutines. Not the event loop's
+# default executor: a keyspace call blocks until the spill store's coroutine,
+# run on zarr's loop, finishes, and that coroutine itself needs the default
+# executor (zarr's LocalStore does its file I/O there). Calls parked in it
+# would take every worker that the spill I/O needs: a deadlock.
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+_POOL_THREADS = 16
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread, awaited without blocking the event loop."""
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(
+                    _POOL_THREADS, thread_name_prefix="shmstore-keyspace"
+                )
+    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
 
 
 class SpillMissingError(OSError):

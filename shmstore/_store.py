@@ -7,14 +7,13 @@ live in the keyspace. See docs/design.md.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import TYPE_CHECKING, Any, Self
 
 from zarr.abc.store import Store
 from zarr.core.buffer import Buffer, cpu, default_buffer_prototype
 
-from shmstore._keyspace import Keyspace, check_tiering
+from shmstore._keyspace import Keyspace, check_tiering, in_thread
 from shmstore._locations import supports_sync
 from shmstore._lock import Lock
 from shmstore._names import check_name, entry_path, resolve_root, split_url
@@ -304,7 +303,7 @@ class SharedMemoryStore(Store):
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         ks = self._ks or self._keyspace()
         if ks.tiered:
-            return await asyncio.to_thread(fn, *args)
+            return await in_thread(fn, *args)
         return fn(*args)
 
     async def get(
@@ -319,8 +318,8 @@ class SharedMemoryStore(Store):
         ks = self._ks or self._keyspace()
         if not ks.tiered:
             return self.get_sync(key, prototype=prototype, byte_range=byte_range)
-        return await asyncio.to_thread(
-            self.get_sync, key, prototype=prototype, byte_range=byte_range
+        return await in_thread(
+            lambda: self.get_sync(key, prototype=prototype, byte_range=byte_range)
         )
 
     async def get_partial_values(

@@ -70,8 +70,11 @@ __all__ = ["SharedMemoryFile", "SharedMemoryFileSystem"]
 
 _DIR = "directory"
 _FILE = "file"
-#: Keyspaces a filesystem keeps open (each holds a namespace's descriptors).
+#: Keyspaces the filesystems of a process keep open, together (each holds a
+#: namespace's descriptors; fsspec keeps every filesystem instance it made).
 _KEYSPACES = 64
+# (root, namespace, mode) -> its keyspace, the most recently used last
+_keyspaces: collections.OrderedDict[tuple[str, str, int], Keyspace] = collections.OrderedDict()
 
 
 def _now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -157,8 +160,6 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         super().__init__(**kwargs)
         self.root = resolve_root(root)
         self.mode = mode
-        # namespace name -> its keyspace, the most recently used last
-        self._keyspaces: collections.OrderedDict[str, Keyspace] = collections.OrderedDict()
 
     # ------------------------------------------------------------------ paths
     @classmethod
@@ -195,10 +196,12 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
 
     def _keyspace(self, name: str, *, create: bool = False) -> Keyspace:
         """The keyspace of namespace *name* (one ``stat`` to check it is still there)."""
-        cache = self._keyspaces
-        ks = cache.get(name)
+        cache = _keyspaces
+        ident = (self.root, name, self.mode)
+        ks = cache.get(ident)
         if ks is not None and ks.ns.alive():
-            cache.move_to_end(name)
+            with contextlib.suppress(KeyError):
+                cache.move_to_end(ident)
             return ks
         try:
             ks = Keyspace(name, self.root, create=create, mode=self.mode)
@@ -209,9 +212,10 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 f"shm://{name}/ or fs.mkdir({name!r}) creates it",
                 f"shm://{name}",
             ) from None
-        cache[name] = ks
-        if len(cache) > _KEYSPACES:
-            cache.popitem(last=False)
+        cache[ident] = ks
+        while len(cache) > _KEYSPACES:
+            with contextlib.suppress(KeyError):
+                cache.popitem(last=False)
         return ks
 
     def _namespaces(self) -> list[str]:

@@ -1,24 +1,36 @@
 """What lives in a shared-memory root: namespaces, their usage, and leftovers of crashes.
 
-This is the read side of ``shmstore ls``/``du``/``gc``: it walks a root without
-following symlinks and without opening anything for writing, reads each
-namespace's ``.shmstore/meta.json`` (never trusting an entry whose metadata is
-missing or corrupt), and finds what crashed processes left behind:
+This is the read side of ``shmstore ls``/``du``/``info``/``gc``. :func:`scan_root`
+walks a root once, without following symlinks and without opening anything for
+writing, and sorts every entry into one of four lists:
 
-- ``<ns>/.shmstore/tmp/<pid>.*.partial``: a write (or the trash of a
-  ``delete_prefix``) interrupted before its ``rename`` (see
-  ``Namespace._tmp_name``);
-- ``<ns>/.shmstore/meta.json.<pid>.partial``: an interrupted metadata update;
-- ``<root>/.shmstore-new.<pid>.*`` and ``.shmstore-trash.<pid>.*``: a namespace
-  interrupted while being created or destroyed;
-- scoped namespaces (``"scoped": true`` in ``meta.json``) whose creating process
-  is dead, so their ``with`` block can never destroy them.
+- your namespaces (a directory with valid ``.shmstore/state/meta.json``) and
+  named arrays (a file with a valid header);
+- leftovers of processes now dead, which ``gc`` reclaims:
 
-Only leftovers of a process known to be dead are reclaimed: a live pid, a pid of
-another host (a root shared between containers) or an unparsable name is left
-alone. A pid that was reused by a newer process is recognised from the process
-start time (it started after the leftover was last changed), so a long-dead
-writer's files are not kept forever because its pid came round again.
+  - ``<ns>/.shmstore/state/tmp/<pid>.*.partial``: a write (or the trash of a
+    ``delete_prefix``) interrupted before its ``rename``;
+  - ``<ns>/.shmstore/state/meta.json.<pid>.*.partial``: an interrupted
+    metadata update;
+  - ``<root>/.shmstore-<kind>.<pid>.*``: a namespace or named array interrupted
+    while being created or destroyed, or a killed ``shmstore bench``;
+  - scoped namespaces and scoped named arrays (``"scoped": true`` in their
+    metadata) whose creating process is dead, so that their ``with`` block can
+    never remove them;
+  - fill lock files of read-through caches that no process holds;
+
+- problems: entries that look like shmstore's or that shmstore cannot examine
+  safely (a corrupt namespace, another user's namespace, a symlink, a FIFO, an
+  unreadable file), each reported once and never trusted, opened or removed;
+- nothing, for what plainly belongs to other programs (their files, their
+  directories) and for work in flight of live processes.
+
+Only leftovers of a process known to be dead, in entries of this user, are
+reclaimed: a live pid, a pid of another host (a root shared between containers)
+or an unparsable name is left alone. A pid that was reused by a newer process is
+recognised from the process start time (it started after the leftover was last
+changed), so a long-dead writer's files are not kept forever because its pid
+came round again. See docs/cli.md and docs/design.md ("Layout").
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ Nothing here knows what a namespace or a named array is. See docs/design.md
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import errno
@@ -20,6 +21,7 @@ import shutil
 import socket
 import stat
 import sys
+import threading
 from typing import Any
 
 __all__ = [
@@ -51,17 +53,29 @@ _REUSE_MARGIN_S = 2.0
 
 
 # ---------------------------------------------------------------- descriptors
-# Root directory descriptors, one per root and process. Inherited across fork.
-_root_fds: dict[str, int] = {}
+# Root directory descriptors, one per root and process, the most recently used
+# last. Inherited across fork. A program uses a root or two; one that goes
+# through many (a test suite gives each test its own) must not keep a
+# descriptor for each: the oldest are closed past _ROOT_FDS. A caller uses the
+# descriptor at once and never keeps it.
+_root_fds: collections.OrderedDict[str, int] = collections.OrderedDict()
+_ROOT_FDS = 64
+_root_lock = threading.Lock()
 
 
 def root_fd(root: str) -> int:
     """This process's descriptor of the (resolved) root directory *root*."""
     fd = _root_fds.get(root)
-    if fd is None:
-        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        _root_fds[root] = fd
-    return fd
+    if fd is not None:
+        return fd
+    with _root_lock:
+        fd = _root_fds.get(root)
+        if fd is None:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            _root_fds[root] = fd
+            while len(_root_fds) > _ROOT_FDS:
+                close_fds(_root_fds.popitem(last=False)[1])
+        return fd
 
 
 def close_fds(*fds: int) -> None:

@@ -300,25 +300,23 @@ class CachingStore(Store):
         assert usage is not None
         if cap is not None and n > cap:
             return memoryview(data)
-        with usage.locked() as st:
-            if cap is not None and st.used + n > cap:
-                st.used -= self._evict(ks, st.used + n - int(cap * LOW_WATERMARK))
-            reserved = cap is None or st.used + n <= cap
-            if reserved:
-                st.used += n
-        if not reserved:
-            return memoryview(data)
+
+        def room(st: Any, delta: int) -> bool:
+            if cap is None or st.used + st.pending + delta <= cap:
+                return True
+            usage.heal(st)  # dead fillers' reservations, drift from kills
+            taken = st.used + st.pending
+            if taken + delta > cap:
+                st.used -= self._evict(ks, taken + delta - int(cap * LOW_WATERMARK))
+            return st.used + st.pending + delta <= cap
+
         try:
-            written = ks.set(key, data, exclusive=True)
+            placed, _ = usage.write(key, data, exclusive=True, room=room)
         except SharedMemoryFullError:
-            usage.add(-n)
             logger.debug("tmpfs full: %r of %s served uncached", key, self.namespace)
             return memoryview(data)
-        except BaseException:
-            usage.add(-n)
-            raise
-        if not written:
-            usage.add(-n)
+        if not placed:
+            return memoryview(data)
         view = ks.get(key)
         return memoryview(data) if view is None else view
 

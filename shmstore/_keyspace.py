@@ -200,35 +200,27 @@ class Tiers:
         """
         ns, cap = self.ns, self.capacity
         n = memoryview(data).nbytes
-        with self.usage.locked() as st:
-            old = ns.lstat(key)
-            if exclusive and old is not None:
-                return None, old
-            delta = n - (old.st_size if old is not None and stat.S_ISREG(old.st_mode) else 0)
-            left = None if cap is None else cap - st.used
-            fits = left is None or delta <= 0 or delta <= left
-            if fits:
-                st.used += delta
-        if not fits:
-            if self.spill is None:
-                raise CapacityExceededError(ns.name, n, max(0, left or 0), cap or 0)
-            return False, old
+        left = 0
+
+        def room(st: Any, delta: int) -> bool:
+            nonlocal left
+            if _fits(cap, st.used + st.pending, delta):
+                return True
+            self.usage.heal(st)  # dead writers' reservations, drift from kills
+            left = 0 if cap is None else max(0, cap - st.used - st.pending)
+            return _fits(cap, st.used + st.pending, delta)
+
         try:
-            written = ns.write(key, data, exclusive=exclusive)
+            placed, old = self.usage.write(key, data, exclusive=exclusive, room=room)
         except SharedMemoryFullError:
             # The tmpfs itself is full (ENOSPC, never SIGBUS: values are written
             # with write()); nothing was left behind.
-            self.usage.add(-delta)
             if self.spill is None:
                 raise
-            return False, old
-        except BaseException:
-            self.usage.add(-delta)
-            raise
-        if not written:
-            self.usage.add(-delta)  # exclusive write of a key that exists
-            return None, old
-        return True, old
+            return False, ns.lstat(key)
+        if placed is False and self.spill is None:
+            raise CapacityExceededError(ns.name, n, left, cap or 0)
+        return placed, old
 
     def mark(self, key: str, *, exclusive: bool) -> bool:
         """Replace the shared-memory entry of *key* by its spill marker (value already spilled)."""
@@ -249,6 +241,10 @@ class Tiers:
             if old is not None and stat.S_ISREG(old.st_mode):
                 st.used -= old.st_size
         return old
+
+
+def _fits(capacity: int | None, taken: int, delta: int) -> bool:
+    return capacity is None or delta <= 0 or taken + delta <= capacity
 
 
 def _buffer(data: Any) -> Any:

@@ -660,6 +660,21 @@ class Namespace:
             If the namespace was destroyed.
         """
         check_key(key)
+        tmp = self.prepare(data)
+        return self.install(tmp, key, exclusive=exclusive)
+
+    def prepare(self, data: Any) -> str:
+        """Write *data* to a new temporary file of the namespace; return its name.
+
+        :meth:`install` publishes it under a key, :meth:`discard` drops it.
+
+        Raises
+        ------
+        SharedMemoryFullError
+            If the shared-memory filesystem is full; nothing is left behind.
+        FileNotFoundError
+            If the namespace was destroyed.
+        """
         view = px.as_bytes_view(data)
         tmp = tmp_name()
         try:
@@ -674,19 +689,35 @@ class Namespace:
                 px.write_all(fd, view)
             finally:
                 os.close(fd)
-            return self._install(tmp, key, exclusive)
         except OSError as e:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=self._tmp_fd)
+            self.discard(tmp)
             if e.errno == errno.ENOSPC:
+                # Measured once the temporary is gone: what was left before the write.
                 raise SharedMemoryFullError(
                     self.name, view.nbytes, self.free_bytes(), self.root
                 ) from e
             raise
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp, dir_fd=self._tmp_fd)
+            self.discard(tmp)
             raise
+        return tmp
+
+    def install(self, tmp: str, key: str, *, exclusive: bool = False) -> bool:
+        """Publish the temporary file *tmp* as *key* (atomic ``rename``, or ``link``).
+
+        Returns False if *exclusive* and the key existed (the temporary is gone).
+        On any error the temporary is removed.
+        """
+        try:
+            return self._install(tmp, key, exclusive)
+        except BaseException:
+            self.discard(tmp)
+            raise
+
+    def discard(self, tmp: str) -> None:
+        """Remove the temporary file *tmp* made by :meth:`prepare` (if still there)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=self._tmp_fd)
 
     def mark(self, key: str, target: str, *, exclusive: bool = False) -> bool:
         """Atomically replace *key* with a spill marker: a symlink to *target*.

@@ -384,7 +384,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _process_start_time(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
     """Wall-clock start time of *pid* from ``/proc``, or ``None`` if unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
@@ -437,7 +437,7 @@ def creator_alive(
     if not pid_alive(pid) or _is_zombie(pid):
         return False
     if since is not None:
-        started = _process_start_time(pid)
+        started = process_start_time(pid)
         if started is not None and started > since + _REUSE_MARGIN_S:
             return False
     return True

@@ -157,6 +157,8 @@ def _entry_kind_error(root: str, name: str, st: os.stat_result) -> OSError:
             path,
             "a namespace (a directory), not a named array; namespaces and named "
             "arrays share the root's names",
+            hint=f"open it with shmstore.SharedMemoryStore({name!r}), or remove it with "
+            f"shmstore.destroy({name!r}) (`shmstore rm {name}`)",
         )
     return ForeignEntryError(path, "not a regular file")
 
@@ -217,9 +219,13 @@ def create_array_file(
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=rfd)
+                # Closed first: an unlinked file keeps its pages while it is open,
+                # and the message must say what was left before this create.
+                os.close(fd)
+                fd = -1
                 st = os.statvfs(rfd)
                 raise SharedMemoryFullError(
-                    name, data_offset + nbytes, st.f_bavail * st.f_frsize, root
+                    name, data_offset + nbytes, st.f_bavail * st.f_frsize, root, kind="array"
                 ) from e
             raise
         try:
@@ -239,7 +245,8 @@ def create_array_file(
             ) from None
         return fd
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -275,11 +282,18 @@ def open_array_file(root: str, name: str, *, read_only: bool = False) -> tuple[i
             path,
         ) from None
     except OSError as e:
-        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.EACCES, errno.EPERM):
             try:
                 st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
             except FileNotFoundError:
                 raise e from None
+            if e.errno in (errno.EACCES, errno.EPERM) and stat.S_ISREG(st.st_mode):
+                raise PermissionError(
+                    e.errno,
+                    f"named array {path!r} belongs to uid {st.st_uid}, not you "
+                    f"(uid {os.geteuid()}); shmstore only opens your own arrays",
+                    path,
+                ) from None
             raise _entry_kind_error(root, name, st) from e
         raise
     try:

@@ -37,25 +37,34 @@ class SharedMemoryFullError(OSError):
         Bytes left where the write was going.
     where
         The directory or tier that is full.
+    kind
+        ``"namespace"`` or ``"array"`` (a named array has no spill tier to suggest).
     """
 
-    def __init__(self, namespace: str, requested: int, available: int, where: str) -> None:
+    def __init__(
+        self, namespace: str, requested: int, available: int, where: str, kind: str = "namespace"
+    ) -> None:
         self.namespace = namespace
         self.requested = requested
         self.available = available
         self.where = where
+        self.kind = kind
         super().__init__(errno.ENOSPC, str(self))
 
     def __str__(self) -> str:
+        spill = "give the namespace a spill tier (spill=...), " if self.kind == "namespace" else ""
         return (
-            f"no room in shared memory for {self.namespace!r}: asked for "
+            f"no room in shared memory for {self.kind} {self.namespace!r}: asked for "
             f"{_human(self.requested)}, {_human(self.available)} left in {self.where}. "
-            "Free space with `shmstore rm`/`shmstore gc`, give the namespace a spill "
-            "tier (spill=...), or enlarge the tmpfs (Docker: --shm-size=4g)."
+            f"Free space with `shmstore rm`/`shmstore gc`, {spill}or enlarge the tmpfs "
+            "(Docker: --shm-size=4g)."
         )
 
-    def __reduce__(self) -> tuple[type, tuple[str, int, int, str]]:
-        return (type(self), (self.namespace, self.requested, self.available, self.where))
+    def __reduce__(self) -> tuple[type, tuple[str, int, int, str, str]]:
+        return (
+            type(self),
+            (self.namespace, self.requested, self.available, self.where, self.kind),
+        )
 
 
 class CapacityExceededError(SharedMemoryFullError):
@@ -98,16 +107,19 @@ class ForeignEntryError(FileExistsError):
     other program, or another user, put where a namespace or array should be.
     """
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
         self.path = path
         self.reason = reason
+        self.hint = hint
         super().__init__(errno.EEXIST, str(self))
 
     def __str__(self) -> str:
+        if self.hint:  # a shmstore entry of the other kind: say what to do with it
+            return f"{self.path!r} is {self.reason}; {self.hint}"
         return (
             f"{self.path!r} is not a shmstore entry ({self.reason}); "
             "remove it yourself if it is stale, or choose another name"
         )
 
-    def __reduce__(self) -> tuple[type, tuple[str, str]]:
-        return (type(self), (self.path, self.reason))
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]:
+        return (type(self), (self.path, self.reason, self.hint))

@@ -9,10 +9,13 @@ docs/design.md ("Layout", "Names").
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import os
 import random
 import re
+import stat
 import tempfile
 import threading
 import warnings
@@ -49,6 +52,10 @@ TRANSIENT_KINDS = frozenset({"new", "trash", "array", "bench"})
 DEFAULT_ROOT = "/dev/shm"
 ENV_ROOT = "SHMSTORE_ROOT"
 MAX_NAME_BYTES = 255
+#: Longest key, and most components in one: deeper or longer keys break the
+#: filesystem's own limits (PATH_MAX is 4096 bytes with the root) and listings.
+MAX_KEY_BYTES = 2048
+MAX_KEY_DEPTH = 256
 #: Filesystems that keep files in RAM; a root on anything else is file-backed.
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 #: Last path component of the keys that hold Zarr metadata (v3 and v2).
@@ -131,24 +138,33 @@ def memory_backed(root: str) -> bool:
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
-    """Return the absolute shared-memory root directory, creating it if needed.
+    """Return the absolute shared-memory root directory.
 
     Parameters
     ----------
     root
         Explicit root. ``None`` means ``$SHMSTORE_ROOT``, else ``/dev/shm``. Where
         neither exists (no shared-memory filesystem, e.g. macOS), a private
-        directory under the temporary directory is used and a warning is issued
-        once: the API works the same on plain files.
+        directory under the temporary directory is used (made, mode 0700) and
+        a warning is issued once: the API works the same on plain files.
 
     Returns
     -------
     str
         The absolute path of the root.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the root given (or ``$SHMSTORE_ROOT``) does not exist: it is never
+        created, so a mistyped root fails instead of splitting processes
+        between two directories.
     """
     global _fallback_warned
+    given = "root="
     if root is None:
         root = os.environ.get(ENV_ROOT) or None
+        given = f"${ENV_ROOT}"
     if root is None:
         if os.path.isdir(DEFAULT_ROOT):
             return _check_memory_backed(DEFAULT_ROOT)
@@ -162,9 +178,27 @@ def resolve_root(root: str | os.PathLike[str] | None = None) -> str:
                 RuntimeWarning,
                 stacklevel=3,
             )
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(root, 0o700)  # its parent, the temporary directory, exists
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+            # The temporary directory is world-writable: anyone could have made it.
+            raise PermissionError(
+                errno.EACCES,
+                f"{root} is not a private directory of yours (owner uid {st.st_uid}, "
+                f"mode {stat.S_IMODE(st.st_mode):o}); remove it, or set {ENV_ROOT}",
+                root,
+            )
+        return _check_memory_backed(root)
     path = os.path.abspath(os.fspath(root))
     if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        raise FileNotFoundError(
+            errno.ENOENT,
+            f"shared-memory root {path} ({given}) does not exist; create it first "
+            f"(mkdir -m 700 {path}, or mount a tmpfs there) or set {given} to an "
+            f"existing directory such as {DEFAULT_ROOT}",
+            path,
+        )
     return _check_memory_backed(path)
 
 
@@ -205,14 +239,25 @@ def check_key(key: object) -> str:
     ------
     ValueError
         If the key is empty, absolute, has empty, ``.`` or ``..`` components,
-        contains NUL, has a component over 255 bytes, or starts with the
-        reserved ``.shmstore`` entry.
+        contains NUL, has a component over 255 bytes, is longer than 2048
+        bytes or 256 components, or starts with the reserved ``.shmstore``
+        entry.
     """
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
     if "\0" in key:
         raise ValueError(f"key {key!r} contains a NUL byte")
+    size = len(key.encode("utf-8", "surrogateescape"))
+    if size > MAX_KEY_BYTES:
+        raise ValueError(
+            f"key {key[:60]!r}... is {size} bytes; the limit is {MAX_KEY_BYTES} "
+            "(a Zarr key names one chunk or document: shorten its path)"
+        )
     parts = key.split("/")
+    if len(parts) > MAX_KEY_DEPTH:
+        raise ValueError(
+            f"key {key[:60]!r}... has {len(parts)} components; the limit is {MAX_KEY_DEPTH}"
+        )
     for part in parts:
         if part in ("", ".", ".."):
             raise ValueError(

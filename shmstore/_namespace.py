@@ -100,6 +100,8 @@ _MARKERS = {
     },
 }
 _MAX_META_BYTES = 1 << 20
+#: About what a new namespace's bookkeeping takes (directories, documents, the page).
+_BOOK_BYTES = 8 * 4096
 
 
 class _Spilled:
@@ -383,7 +385,18 @@ class Namespace:
             if stat.S_ISLNK(os.stat(name, dir_fd=rfd, follow_symlinks=False).st_mode):
                 raise ForeignEntryError(path, "a symbolic link; never followed") from None
             raise ForeignEntryError(
-                path, "a file (a named array?), not a namespace; see shmstore.list()"
+                path,
+                "a file (a named array?), not a namespace",
+                hint=f"attach it with shmstore.attach({name!r}), or remove it with "
+                f"shmstore.delete({name!r}) (`shmstore rm {name}`); see shmstore.list()",
+            ) from None
+        except PermissionError:
+            st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+            raise PermissionError(
+                errno.EACCES,
+                f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
+                "shmstore only opens your own namespaces: choose another name",
+                path,
             ) from None
         except OSError as e:
             if e.errno == errno.ELOOP:
@@ -398,12 +411,27 @@ class Namespace:
             os.close(fd)
             raise
 
-    @staticmethod
-    def _create(root: str, name: str, rfd: int, mode: int, extra: dict[str, Any]) -> bool:
+    @classmethod
+    def _create(cls, root: str, name: str, rfd: int, mode: int, extra: dict[str, Any]) -> bool:
         """Build a namespace under a transient name and rename it into place.
 
         Returns False if another process created *name* first.
+
+        Raises
+        ------
+        SharedMemoryFullError
+            If the filesystem has no room even for the bookkeeping.
         """
+        try:
+            return cls._build(root, name, rfd, mode, extra)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            st = os.statvfs(rfd)
+            raise SharedMemoryFullError(name, _BOOK_BYTES, st.f_bavail * st.f_frsize, root) from e
+
+    @staticmethod
+    def _build(root: str, name: str, rfd: int, mode: int, extra: dict[str, Any]) -> bool:
         dmode = _dir_mode(mode)
         tmp = transient_name("new")
         os.mkdir(tmp, 0o700, dir_fd=rfd)

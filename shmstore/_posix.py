@@ -143,6 +143,7 @@ class _Mapping:
     __slots__ = ("addr", "size")
 
     def __init__(self, fd: int, size: int) -> None:
+        self.addr = None  # __del__ runs even when the mmap below fails
         addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
         if addr is None or addr == _MAP_FAILED:
             err = ctypes.get_errno()
@@ -151,7 +152,8 @@ class _Mapping:
         self.size = size
 
     def __del__(self) -> None:
-        _libc.munmap(self.addr, self.size)
+        if self.addr is not None:
+            _libc.munmap(self.addr, self.size)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -163,10 +163,13 @@ class Entry:
 
 # Every live cache of the process, for the process-wide bound.
 _caches: weakref.WeakSet[ReadCache] = weakref.WeakSet()
-# Inserts since the bound was last checked: the check sums every cache's size,
-# so it runs once per CHECK_EVERY inserts (and whenever one cache alone is full).
+# Inserts since the bound was last checked. A check sums every cache's size, so
+# it runs once per _check_every() inserts, and leaves room for that many more.
 _inserts = 0
-_CHECK_EVERY = 256
+
+
+def _check_every() -> int:
+    return max(1, min(256, MAX_MAPPINGS // 8))
 
 
 class ReadCache:
@@ -199,7 +202,7 @@ class ReadCache:
         """Cache *entry* for *key*, evicting the oldest mappings of the process if full."""
         global _inserts
         _inserts += 1
-        if _inserts >= _CHECK_EVERY or len(self.entries) >= MAX_MAPPINGS:
+        if _inserts >= _check_every():
             _inserts = 0
             _enforce_bound()
         self.entries[key] = entry
@@ -210,12 +213,18 @@ class ReadCache:
 
 
 def _enforce_bound() -> None:
-    """Drop the oldest eighth of the bound from the largest caches while over it."""
+    """Keep the process's mappings under the bound until the next check.
+
+    Room is left for the inserts before that check, and an eighth more is freed
+    so that a process at the bound does not check on every insert.
+    """
     caches = list(_caches)
     total = sum(len(c.entries) for c in caches)
-    target = MAX_MAPPINGS - max(1, MAX_MAPPINGS // 8)
-    if total < MAX_MAPPINGS - _CHECK_EVERY:
+    room = _check_every()
+    if total <= MAX_MAPPINGS - room:
         return
+    target = max(0, MAX_MAPPINGS - room - MAX_MAPPINGS // 8)
+    # The oldest entries of the largest caches go first.
     caches.sort(key=lambda c: len(c.entries), reverse=True)
     for cache in caches:
         if total <= target:

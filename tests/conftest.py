@@ -31,6 +31,27 @@ def shm_root(monkeypatch: pytest.MonkeyPatch) -> Path:
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture
+def tiny_tmpfs(tmp_path: Path) -> Path:
+    """A real 8 MiB tmpfs, mounted for the test and unmounted after."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a test tmpfs needs root and mount(8); run as root to test ENOSPC")
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); needs CAP_SYS_ADMIN")
+    try:
+        yield mnt
+    finally:
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 def run_python(
     code: str,
     *args: str,

@@ -517,6 +517,7 @@ def test_file_backed_root_parses_the_header_on_every_attach(tmp_path: Path) -> N
     # A disk filesystem reuses a freed inode number at once, so (inode, ctime,
     # size) does not identify a file there: every attach must read the header.
     root = str(tmp_path / "file-backed")
+    os.mkdir(root, 0o700)  # a root is never created for you
     with pytest.warns(RuntimeWarning, match="not tmpfs"):
         shmstore.create("probe", 1, root=root)
     for i in range(1, 30):

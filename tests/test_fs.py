@@ -314,6 +314,7 @@ def test_mkdir_namespace_and_implicit_directories(fs: SharedMemoryFileSystem) ->
 
 def test_root_from_storage_options(tmp_path: Path, shm_root: Path) -> None:
     other = shm_root / "other-root"
+    other.mkdir()
     with fsspec.open("shm://ns/k", "wb", root=str(other)) as f:
         f.write(b"elsewhere")
     assert (other / "ns" / "k").read_bytes() == b"elsewhere"
@@ -333,6 +334,7 @@ def test_instances_follow_the_environment(shm_root: Path, monkeypatch: pytest.Mo
     a = fsspec.filesystem("shm")
     assert fsspec.filesystem("shm") is a  # fsspec's instance cache
     other = shm_root / "env-root"
+    other.mkdir()
     monkeypatch.setenv("SHMSTORE_ROOT", str(other))
     b = fsspec.filesystem("shm")
     assert b is not a and b.root == str(other)
@@ -490,6 +492,7 @@ def test_sync_instance_made_async_by_zarr(shm_root: Path) -> None:
     """zarr turns a synchronous instance into an async one (JSON on 3.1, arguments on 3.4)."""
     from zarr.storage import FsspecStore
 
+    (shm_root / "r2").mkdir()
     fs = fsspec.filesystem("shm", root=str(shm_root / "r2"))
     clone = fsspec.AbstractFileSystem.from_json(fs.to_json())
     assert clone.root == fs.root

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from test_tiering import files, start_together, tiny_tmpfs  # noqa: F401 (fixture)
+from test_tiering import files, start_together
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import cpu
 from zarr.core.sync import sync

@@ -233,7 +233,7 @@ def test_pickles_and_reopens(tmp_path: Path) -> None:
     assert "shmcache::" in str(cache) and shmstore.CachingStore is CachingStore
 
 
-def test_full_tmpfs_serves_uncached(tiny_tmpfs: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_full_tmpfs_serves_uncached(tiny_tmpfs: Path, tmp_path: Path) -> None:
     src = tmp_path / "big.zarr"
     data = np.arange(2048 * 1024, dtype="f8").reshape(2048, 1024)  # 16 MiB, tmpfs is 8
     z = zarr.create_array(

@@ -4,7 +4,8 @@ Thin commands over the library: parse, call :mod:`shmstore._inventory` and the
 public API, format the answer (rich tables for people, ``--json`` for
 scripts). Library errors (``ValueError``, ``OSError`` and their subclasses) are
 user errors here: one line on stderr, exit status 1, no traceback (set
-``SHMSTORE_DEBUG=1`` to see it).
+``SHMSTORE_DEBUG=1`` to see it); with ``--json``, every error is one JSON object
+on stdout instead. See docs/cli.md.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import click
 
 from shmstore import __version__
 from shmstore import _inventory as inventory
-from shmstore._errors import _human
+from shmstore._errors import ForeignEntryError, SharedMemoryFullError, _human
 from shmstore._names import ENV_ROOT, SCHEME, entry_path, resolve_root, strip_scheme
 
 if TYPE_CHECKING:
@@ -49,21 +50,102 @@ def _one_line(e: BaseException) -> str:
     return " ".join(msg.split())
 
 
+class _UserError(click.ClickException):
+    """A one-line user error, with the *kind* that ``--json`` reports."""
+
+    def __init__(self, message: str, kind: str = "error") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+#: The ``"kind"`` of a JSON error, by exception class (the first that matches).
+_ERROR_KINDS: tuple[tuple[type[BaseException], str], ...] = (
+    (click.UsageError, "usage"),
+    (click.Abort, "aborted"),
+    (ForeignEntryError, "foreign-entry"),
+    (SharedMemoryFullError, "no-space"),
+    (FileNotFoundError, "not-found"),
+    (FileExistsError, "exists"),
+    (PermissionError, "permission"),
+    (ValueError, "invalid"),
+    (OSError, "os-error"),
+)
+
+
+def _error_kind(e: BaseException) -> str:
+    kind = getattr(e, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    return next((k for cls, k in _ERROR_KINDS if isinstance(e, cls)), "error")
+
+
+class _JsonError(click.ClickException):
+    """An error of a ``--json`` command: one JSON object on stdout, same exit status."""
+
+    def __init__(self, error: click.ClickException | click.Abort) -> None:
+        message = error.format_message() if isinstance(error, click.ClickException) else ""
+        super().__init__(message or "aborted")
+        self.exit_code = getattr(error, "exit_code", 1)
+        self.kind = _error_kind(error)
+
+    def show(self, file: Any = None) -> None:
+        click.echo(json.dumps({"error": self.format_message(), "kind": self.kind}))
+
+
+_JSON_META = "shmstore.json"
+
+
+def _wants_json(args: Iterable[str]) -> bool:
+    """Whether the command line asks for ``--json`` (before any ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
 class _Group(click.Group):
-    """A group whose commands turn library errors into one-line messages."""
+    """A group whose commands turn library errors into one-line messages.
+
+    With ``--json`` on the command line every error, click's own usage errors
+    included, is printed as one JSON object on stdout instead.
+    """
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        as_json = _wants_json(args)
+        try:
+            ctx = super().make_context(info_name, args, parent=parent, **extra)
+        except click.ClickException as e:
+            if as_json:
+                raise _JsonError(e) from e
+            raise
+        ctx.meta[_JSON_META] = as_json
+        return ctx
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
-        except BrokenPipeError:
-            # `shmstore ls | head`: the reader left; say nothing more.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            ctx.exit(1)
-        except (ValueError, OSError) as e:
-            if os.environ.get("SHMSTORE_DEBUG"):
-                raise
-            raise click.ClickException(_one_line(e)) from e
+            try:
+                return super().invoke(ctx)
+            except BrokenPipeError:
+                # `shmstore ls | head`: the reader left; say nothing more.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                ctx.exit(1)
+            except (ValueError, OSError) as e:
+                if os.environ.get("SHMSTORE_DEBUG"):
+                    raise
+                raise _UserError(_one_line(e), _error_kind(e)) from e
+        except (click.ClickException, click.Abort) as e:
+            if ctx.meta.get(_JSON_META):
+                raise _JsonError(e) from e
+            raise
 
 
 def _root_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,15 +166,21 @@ def _json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _resolve(root: str | None, *, fs_warnings: bool = True) -> str:
     """The root to work on; an explicit one must exist (no typo creates a directory).
 
-    The library's warnings about the root (not a tmpfs, no /dev/shm) are
-    printed as one line each, unless *fs_warnings* is false (``du`` reports
-    the filesystem itself).
+    A command's own ``--root`` wins over the one given before the command
+    name (``shmstore --root X ls``), which wins over ``$SHMSTORE_ROOT``. The
+    library's warnings about the root (not a tmpfs, no /dev/shm) are printed
+    as one line each, unless *fs_warnings* is false (``du`` reports the
+    filesystem itself).
     """
+    if root is None:
+        ctx = click.get_current_context(silent=True)
+        root = ctx.find_root().params.get("root") if ctx is not None else None
     given, source = (root, "--root") if root else (os.environ.get(ENV_ROOT), ENV_ROOT)
     if given and not os.path.isdir(given):
-        raise click.ClickException(
+        raise _UserError(
             f"{source} {given!r} is not a directory; point {source} at an existing "
-            "shared-memory directory (default /dev/shm)"
+            "shared-memory directory (default /dev/shm)",
+            "not-found",
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -300,16 +388,17 @@ def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
         elif _is_glob(name):
             hits = [r for r in everything if fnmatch.fnmatchcase(r["name"], name)]
             if not hits:
-                raise click.ClickException(
+                raise _UserError(
                     f"pattern {name!r} matches no namespace or named array in {root}; "
-                    "see `shmstore ls`"
+                    "see `shmstore ls`",
+                    "not-found",
                 )
         else:
             # Say what it is when something is there but not ours.
             if os.path.lexists(os.path.join(root, name)):
                 inventory.explain_entry(root, name)
-            raise click.ClickException(
-                f"no namespace or named array {name!r} in {root}; see `shmstore ls`"
+            raise _UserError(
+                f"no namespace or named array {name!r} in {root}; see `shmstore ls`", "not-found"
             )
         for r in hits:
             chosen[(r["name"], r["kind"])] = r
@@ -319,11 +408,12 @@ def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------ commands
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="shmstore")
-def main() -> None:
+@_root_option
+def main(root: str | None) -> None:
     """See, clean and move what lives in shared memory (/dev/shm).
 
-    Every command takes --root (default $SHMSTORE_ROOT, else /dev/shm); the
-    ones that print take --json.
+    Every command takes --root (default $SHMSTORE_ROOT, else /dev/shm), before
+    or after the command name; the ones that print take --json.
     """
 
 
@@ -685,10 +775,11 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
     if not yes:
         listing = ", ".join(f"{r['kind']} {r['name']!r}" for r in targets)
         if not sys.stdin.isatty():
-            raise click.ClickException(
+            raise _UserError(
                 f"refusing to delete {_plural(len(targets), 'entry', 'entries')} "
                 f"({listing}) without confirmation: stdin is not a terminal; pass -y to "
-                "delete without asking"
+                "delete without asking",
+                "confirmation-required",
             )
         click.echo(f"This deletes from {root}:", err=True)
         for r in targets:
@@ -811,14 +902,17 @@ def _namespace(spec: str, root: str, *, read_only: bool, **kwargs: Any) -> Any:
 
     name = strip_scheme(spec)
     if "/" in name:
-        raise click.ClickException(
+        raise _UserError(
             f"{spec!r} names a path inside a namespace; save and load copy a whole "
-            "namespace: pass its name or shm://<namespace>"
+            "namespace: pass its name or shm://<namespace>",
+            "invalid",
         )
     try:
         return SharedMemoryStore(name, root=root, read_only=read_only, **kwargs)
     except FileNotFoundError:
-        raise click.ClickException(f"no namespace {name!r} in {root}; see `shmstore ls`") from None
+        raise _UserError(
+            f"no namespace {name!r} in {root}; see `shmstore ls`", "not-found"
+        ) from None
 
 
 def _other_end(spec: str, root: str, *, read_only: bool) -> Any:
@@ -847,7 +941,7 @@ def _run_transfer(kind: str, run: Callable[[], Any], as_json: bool) -> None:
     except OSError as e:
         # The library names its keyword; on the command line the fix is the flag.
         msg = _one_line(e).replace("overwrite=True", "--overwrite")
-        raise click.ClickException(msg) from e
+        raise _UserError(msg, _error_kind(e)) from e
     if as_json:
         _emit_json(
             {

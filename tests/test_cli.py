@@ -122,6 +122,72 @@ def test_ls_root_option(shm_root: Path) -> None:
     assert names(js("ls")) == ["here"]
 
 
+def test_root_before_or_after_the_command(shm_root: Path, tmp_path: Path) -> None:
+    other = shm_root / "another-root"
+    other.mkdir()
+    shmstore.SharedMemoryStore("elsewhere", root=other)
+    shmstore.SharedMemoryStore("here")
+    assert names(js("--root", str(other), "ls")) == ["elsewhere"]
+    # The innermost --root wins: the command's own over the one before it.
+    assert names(js("--root", str(tmp_path / "typo"), "ls", "--root", str(other))) == ["elsewhere"]
+    assert names(js("--root", str(other), "ls", "--root", str(shm_root))) == ["here"]
+    before = ("--root", str(other))
+    assert [e["name"] for e in js(*before, "du")["entries"]] == ["elsewhere"]
+    assert js(*before, "info", "elsewhere")["path"] == str(other / "elsewhere")
+    assert js(*before, "gc", "--dry-run")["root"] == str(other)
+    if hasattr(shmstore, "save"):
+        js(*before, "save", "elsewhere", "shm://copy")
+        assert names(js(*before, "ls")) == ["copy", "elsewhere"]
+        js(*before, "load", "shm://copy", "copy2")
+        assert names(js("ls", "--root", str(other))) == ["copy", "copy2", "elsewhere"]
+    assert [r["name"] for r in js(*before, "rm", "-y", "elsewhere")["removed"]] == ["elsewhere"]
+    assert names(js("ls")) == ["here"]
+    msg = fails("--root", str(tmp_path / "typo"), "ls")
+    assert "--root" in msg and "typo" in msg
+    assert "--root" in ok("--help").stdout
+
+
+def json_error(*args: str, exit_code: int = 1) -> dict[str, Any]:
+    """Run a failing command with --json: one JSON object on stdout, nothing else."""
+    result = cli(*args, "--json")
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr == "" and "Traceback" not in result.output
+    payload = json.loads(result.stdout)
+    assert set(payload) == {"error", "kind"} and "\n" not in payload["error"]
+    return payload
+
+
+def test_errors_are_json_with_json(shm_root: Path, tmp_path: Path) -> None:
+    shmstore.SharedMemoryStore("a")
+    (shm_root / "plain-file").write_bytes(b"not ours")
+    err = json_error("info", "nope")
+    assert err["kind"] == "not-found" and "no namespace or named array 'nope'" in err["error"]
+    assert json_error("rm", "-y", "zz*")["kind"] == "not-found"
+    assert json_error("rm", "a")["kind"] == "confirmation-required"  # no terminal, no -y
+    assert json_error("info", "plain-file")["kind"] == "foreign-entry"
+    assert json_error("info", "bad/name")["kind"] == "not-found"
+    err = json_error("--root", str(tmp_path / "typo"), "ls")
+    assert err["kind"] == "not-found" and "--root" in err["error"]
+    assert json_error("ls", "--root", str(tmp_path / "typo"))["kind"] == "not-found"
+    # click's own usage errors too (exit status 2)
+    for args in (("ls", "--bogus"), ("nosuch",), ("rm",)):
+        assert json_error(*args, exit_code=2)["kind"] == "usage", args
+    if hasattr(shmstore, "save"):
+        err = json_error("load", str(tmp_path), "z", "--capacity", "lots", exit_code=2)
+        assert "--capacity" in err["error"]
+        assert json_error("save", "nope", str(tmp_path / "x.zarr"))["kind"] == "not-found"
+        assert json_error("save", "shm://a/b", str(tmp_path / "y.zarr"))["kind"] == "invalid"
+        make_climate()
+        ok("save", "climate", str(tmp_path / "c.zarr"))
+        err = json_error("save", "climate", str(tmp_path / "c.zarr"))
+        assert err["kind"] == "exists" and "--overwrite" in err["error"]
+        ok("rm", "-y", "climate")
+    assert names(js("ls")) == ["a"]
+    # Without --json the same errors stay one line on stderr.
+    assert fails("info", "nope").startswith("Error: no namespace or named array 'nope'")
+
+
 def test_missing_root_is_refused(shm_root: Path, tmp_path: Path, monkeypatch: Any) -> None:
     missing = tmp_path / "typo"
     msg = fails("ls", "--root", str(missing))
@@ -955,6 +1021,14 @@ def test_installed_entry_point(shm_root: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "-y" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [str(script), "--root", str(shm_root), "info", "nope", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and proc.stderr == ""
+    assert json.loads(proc.stdout)["kind"] == "not-found"
     proc = subprocess.run(
         [str(script), "rm", "-y", "climate"], capture_output=True, text=True, env=env, timeout=120
     )

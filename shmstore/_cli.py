@@ -5,14 +5,14 @@ public API, format the answer (rich tables for people, ``--json`` for
 scripts). Library errors (``ValueError``, ``OSError`` and their subclasses) are
 user errors here: one line on stderr, exit status 1, no traceback (set
 ``SHMSTORE_DEBUG=1`` to see it); with ``--json``, every error is one JSON object
-on stdout instead. See docs/cli.md.
+on stdout instead. Entries that cannot be trusted are reported once each and
+never stop a command. See docs/cli.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fnmatch
 import json
 import math
 import os
@@ -288,20 +288,34 @@ def _is_glob(name: str) -> bool:
 
 
 # ------------------------------------------------------------------- entries
-def _entries(root: str, pattern: str | None = None, *, report: bool = True) -> list[dict[str, Any]]:
-    """Namespaces and named arrays of *root* matching *pattern*, as records.
+def _scan(
+    root: str, pattern: str | None = None
+) -> tuple[list[dict[str, Any]], list[inventory.Leftover], list[inventory.Problem]]:
+    """Your namespaces and named arrays of *root* matching *pattern*, as records.
 
-    Entries whose bookkeeping or header is corrupt are never listed as if they
-    were valid; with *report* they are named on stderr (``ls``, ``du``).
+    Also the leftovers of dead processes there, and the entries that were
+    skipped (each with why). Entries whose bookkeeping or header is corrupt,
+    or of another user, are never listed as if they were valid.
     """
-    namespaces, invalid = inventory.scan_namespaces(root, pattern)
-    arrays, invalid_arrays = inventory.scan_arrays(root, pattern)
-    if report:
-        for err in (*invalid, *invalid_arrays):
-            _warn(str(err))
-    records = [_namespace_record(ns) for ns in namespaces]
-    records.extend(_array_record(a) for a in arrays)
+    scan = inventory.scan_root(root, pattern)
+    return _records(scan), scan.leftovers, scan.problems
+
+
+def _records(scan: inventory.RootScan) -> list[dict[str, Any]]:
+    records = [_record(e) for e in (*scan.namespaces, *scan.arrays)]
     return sorted(records, key=lambda r: (r["name"], r["kind"]))
+
+
+def _record(entry: inventory.NamespaceEntry | inventory.ArrayEntry) -> dict[str, Any]:
+    if isinstance(entry, inventory.NamespaceEntry):
+        return _namespace_record(entry)
+    return _array_record(entry)
+
+
+def _report(problems: Iterable[inventory.Problem]) -> None:
+    """Name each skipped entry once on stderr (``--json`` puts them in the output)."""
+    for p in problems:
+        _warn(str(p))
 
 
 def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
@@ -321,6 +335,7 @@ def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
         "pid_alive": ns.pid_alive,
         "host": ns.host,
         "scoped": ns.scoped,
+        "leftover": ns.leftover,
         "created": _iso(ns.created),
         "modified": _iso(max(ns.modified, ns.created or 0.0)),
         "spill": ns.spill,
@@ -348,7 +363,8 @@ def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
         "pid": a.pid,
         "pid_alive": a.pid_alive,
         "host": None,
-        "scoped": False,
+        "scoped": a.scoped,
+        "leftover": a.leftover,
         "created": _iso(a.created),
         "modified": _iso(max(a.modified, a.created or 0.0)),
         "spill": None,
@@ -369,6 +385,8 @@ def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
 def _kind(record: dict[str, Any]) -> str:
     if record.get("cache_source"):
         return f"{record['kind']} (cache)"
+    if record.get("leftover"):
+        return f"{record['kind']} (scoped, leftover)"
     return record["kind"] + (" (scoped)" if record.get("scoped") else "")
 
 
@@ -376,33 +394,48 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
-def _select(root: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The entries named by *names* (names or globs); refuse any that matches nothing."""
-    everything = _entries(root, report=False)
-    by_name = {r["name"]: r for r in everything}
+def _exists(root: str, name: str) -> bool:
+    return "/" not in name and os.path.lexists(os.path.join(root, name))
+
+
+def _describe(root: str, name: str) -> dict[str, Any]:
+    """The record of your entry *name*; a one-line error saying what it is otherwise."""
+    if not _exists(root, name):
+        raise _UserError(
+            f"no namespace or named array {name!r} in {root}; see `shmstore ls`", "not-found"
+        )
+    return _record(inventory.describe_entry(root, name))
+
+
+def _select(
+    root: str, names: tuple[str, ...]
+) -> tuple[list[dict[str, Any]], list[inventory.Problem]]:
+    """The entries named by *names* (names or globs); refuse any that matches nothing.
+
+    Only the entries named are examined. Those a glob matches but that cannot
+    be trusted (another user's, corrupt) are returned as problems, not chosen.
+    """
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    problems: dict[str, inventory.Problem] = {}
     for name in names:
-        if name in by_name:
+        if _exists(root, name) or not _is_glob(name):
             # An exact name wins over a glob reading of it (names may hold "[").
-            hits = [r for r in everything if r["name"] == name]
-        elif _is_glob(name):
-            hits = [r for r in everything if fnmatch.fnmatchcase(r["name"], name)]
+            hits = [_describe(root, name)]
+        else:
+            scan = inventory.scan_root(root, name)
+            hits = _records(scan)
+            problems.update((p.name, p) for p in scan.problems)
             if not hits:
+                skipped = ", ".join(repr(p.name) for p in scan.problems)
                 raise _UserError(
-                    f"pattern {name!r} matches no namespace or named array in {root}; "
-                    "see `shmstore ls`",
+                    f"pattern {name!r} matches no namespace or named array in {root}"
+                    + (f" but entries that shmstore skips ({skipped})" if skipped else "")
+                    + "; see `shmstore ls`",
                     "not-found",
                 )
-        else:
-            # Say what it is when something is there but not ours.
-            if os.path.lexists(os.path.join(root, name)):
-                inventory.explain_entry(root, name)
-            raise _UserError(
-                f"no namespace or named array {name!r} in {root}; see `shmstore ls`", "not-found"
-            )
         for r in hits:
             chosen[(r["name"], r["kind"])] = r
-    return list(chosen.values())
+    return sorted(chosen.values(), key=lambda r: (r["name"], r["kind"])), list(problems.values())
 
 
 # ------------------------------------------------------------------ commands
@@ -417,6 +450,19 @@ def main(root: str | None) -> None:
     """
 
 
+def _leftover_name(root: str, lo: inventory.Leftover) -> str:
+    return os.path.relpath(lo.path, root)
+
+
+def _leftovers_line(leftovers: list[inventory.Leftover]) -> str:
+    """What ``gc`` would free, for the end of ``ls`` and ``du``."""
+    n = sum(lo.nbytes for lo in leftovers)
+    return (
+        f"`shmstore gc` would free {_human(n)}: "
+        f"{_plural(len(leftovers), 'leftover')} of dead processes"
+    )
+
+
 @main.command("ls")
 @click.argument("pattern", required=False)
 @_root_option
@@ -426,18 +472,25 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
 
     Shows the bytes in shared memory and in the spill tier, the number of keys
     and chunks, the owner, the creating process and whether it is alive, and
-    when the entry was created and last modified.
+    when the entry was created and last modified. Leftovers of dead processes
+    (which `shmstore gc` reclaims) are listed too; entries that cannot be
+    trusted (another user's, corrupt, symlinks) are named on stderr.
     """
     root = _resolve(root)
-    records = _entries(root, pattern)
+    records, leftovers, problems = _scan(root, pattern)
     if as_json:
-        _emit_json({"root": root, "entries": [_public(r) for r in records]})
+        _emit_json(
+            {
+                "root": root,
+                "entries": [_public(r) for r in records],
+                "leftovers": [lo.to_dict() for lo in leftovers],
+                "reclaimable_bytes": sum(lo.nbytes for lo in leftovers),
+                "problems": [p.to_dict() for p in problems],
+            }
+        )
         return
+    _report(problems)
     console = _console()
-    if not records:
-        what = f" matching {pattern!r}" if pattern else ""
-        console.print(f"no namespaces or named arrays{what} in {root}")
-        return
     rows = [
         [
             r["name"],
@@ -453,6 +506,23 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
         ]
         for r in records
     ]
+    # Scoped entries of dead processes have their own rows, marked as leftovers.
+    rows += [
+        [
+            _leftover_name(root, lo),
+            f"leftover ({lo.kind})",
+            _human(lo.nbytes),
+            *("-", "-", "-", "-"),
+            _pid(lo.pid, False),
+            *("-", "-"),
+        ]
+        for lo in leftovers
+        if not lo.kind.startswith("scoped-")
+    ]
+    if not rows:
+        what = f" matching {pattern!r}" if pattern else ""
+        console.print(f"no namespaces or named arrays{what} in {root}")
+        return
     _print_table(
         console,
         ["NAME", "KIND", "SHM", "SPILLED", "KEYS", "CHUNKS", "OWNER", "PID", "CREATED", "MODIFIED"],
@@ -460,6 +530,8 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
         right=("SHM", "SPILLED", "KEYS", "CHUNKS"),
         optional=("MODIFIED", "CREATED", "OWNER", "CHUNKS", "KEYS", "SPILLED"),
     )
+    if leftovers:
+        console.print(_leftovers_line(leftovers))
 
 
 @main.command("du")
@@ -470,12 +542,16 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
     """Show usage per namespace and tier, and the size and free space of the tmpfs.
 
     NAMES (names or globs) restrict the listing; by default every entry is
-    shown. Sizes are what the filesystem holds (whole pages, bookkeeping and
+    shown, with the leftovers of dead processes and what `shmstore gc` would
+    free. Sizes are what the filesystem holds (whole pages, bookkeeping and
     writes in flight included), like du(1).
     """
     root = _resolve(root, fs_warnings=False)
-    records = _select(root, names) if names else _entries(root)
-    records.sort(key=lambda r: (r["name"], r["kind"]))
+    if names:
+        records, problems = _select(root, names)
+        leftovers: list[inventory.Leftover] = []
+    else:
+        records, leftovers, problems = _scan(root)
     fs = inventory.filesystem_usage(root)
     rows = []
     for r in records:
@@ -490,26 +566,34 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                 "spill": r.get("spill"),
             }
         )
-    total_shm = sum(row["shm_bytes"] for row in rows)
+    # Transient root entries belong to no entry: counted on their own. Other
+    # leftovers lie inside an entry's tree (or are one) and are counted there.
+    loose = [lo for lo in leftovers if lo.kind == "transient"]
+    total_shm = sum(row["shm_bytes"] for row in rows) + sum(lo.nbytes for lo in loose)
     total_spill = sum(row["spilled_bytes"] or 0 for row in rows)
+    reclaimable = sum(lo.nbytes for lo in leftovers)
     warnings_ = _fs_warnings(fs)
     if as_json:
         _emit_json(
             {
                 "root": root,
                 "entries": rows,
+                "leftovers": [lo.to_dict() for lo in leftovers],
                 "total": {
                     "shm_bytes": total_shm,
                     "spilled_bytes": total_spill,
                     "total_bytes": total_shm + total_spill,
+                    "reclaimable_bytes": reclaimable,
                 },
                 "filesystem": fs.to_dict(),
                 "warnings": warnings_,
+                "problems": [p.to_dict() for p in problems],
             }
         )
         return
+    _report(problems)
     console = _console()
-    if rows:
+    if rows or loose:
         columns = ["NAME", "KIND", "SHARED MEMORY", "SPILL TIER", "TOTAL", "SPILL LOCATION"]
         table = [
             [
@@ -521,6 +605,10 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                 row["spill"] or "-",
             ]
             for row in rows
+        ]
+        table += [
+            [_leftover_name(root, lo), "leftover", _human(lo.nbytes), "-", _human(lo.nbytes), "-"]
+            for lo in loose
         ]
         total = ["total", "", _size(total_shm), _size(total_spill)]
         total += [_size(total_shm + total_spill), ""]
@@ -536,6 +624,8 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
         )
     else:
         console.print(f"no namespaces or named arrays in {root}")
+    if leftovers:
+        console.print(_leftovers_line(leftovers))
     pct = 100 * fs.used / fs.size if fs.size else 0.0
     console.print(
         f"{fs.fstype or 'filesystem'} {fs.mountpoint or root}: {_human(fs.size)} total, "
@@ -572,10 +662,7 @@ def info_command(name: str, root: str | None, as_json: bool) -> None:
     and codecs, read with zarr over a read-only SharedMemoryStore.
     """
     root = _resolve(root)
-    records = [r for r in _entries(root, report=False) if r["name"] == name]
-    if not records:
-        _select(root, (name,))  # raises the right message
-    record = records[0]
+    record = _describe(root, name)
     if record["kind"] == "namespace":
         nodes = _zarr_nodes(root, name)
         holders = inventory.lock_holders(record["path"])
@@ -771,7 +858,9 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
     reading it until they drop it.
     """
     root = _resolve(root)
-    targets = sorted(_select(root, names), key=lambda r: (r["name"], r["kind"]))
+    targets, problems = _select(root, names)
+    if not as_json:
+        _report(problems)
     if not yes:
         listing = ", ".join(f"{r['kind']} {r['name']!r}" for r in targets)
         if not sys.stdin.isatty():
@@ -785,12 +874,16 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
         for r in targets:
             click.echo(f"  {r['kind']} {r['name']} ({_size(r['shm_bytes'])})", err=True)
         click.confirm("Delete?", abort=True, err=True)
-    removed = []
+    removed, failed = [], []
     for r in targets:
         try:
             _delete(root, r)
         except FileNotFoundError:
             continue  # deleted meanwhile by someone else: the goal is reached
+        except OSError as e:
+            # One entry that cannot be removed does not keep the others.
+            failed.append({"name": r["name"], "kind": r["kind"], "error": _one_line(e)})
+            continue
         removed.append(
             {
                 "name": r["name"],
@@ -801,13 +894,20 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
             }
         )
     if as_json:
-        _emit_json({"root": root, "removed": removed})
-        return
-    for r in removed:
-        click.echo(f"removed {r['kind']} {r['name']} ({_size(r['shm_bytes'])})")
-        if r["spill"]:
-            # Disk data the user pointed the namespace at is never deleted for them.
-            click.echo(f"  its spill tier {r['spill']} was kept; delete it yourself if unneeded")
+        out = {"root": root, "removed": removed, "failed": failed}
+        _emit_json({**out, "problems": [p.to_dict() for p in problems]})
+    else:
+        for r in removed:
+            click.echo(f"removed {r['kind']} {r['name']} ({_size(r['shm_bytes'])})")
+            if r["spill"]:
+                # Disk data the user pointed the namespace at is never deleted for them.
+                click.echo(
+                    f"  its spill tier {r['spill']} was kept; delete it yourself if unneeded"
+                )
+        for f in failed:
+            click.echo(f"Error: could not remove {f['kind']} {f['name']}: {f['error']}", err=True)
+    if failed:
+        click.get_current_context().exit(1)
 
 
 def _delete(root: str, record: dict[str, Any]) -> None:
@@ -828,21 +928,37 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
     """Reclaim what crashed processes left behind.
 
     Temporary files of interrupted writes, namespaces and named arrays
-    interrupted while being created or destroyed, scoped namespaces whose
-    creating process is dead, and fill lock files of read-through caches that
-    no process holds. Anything of a live process, of a process on another
-    host, or of unknown origin is left alone.
+    interrupted while being created or destroyed, scoped namespaces and scoped
+    named arrays whose creating process is dead, and fill lock files of
+    read-through caches that no process holds. Anything of a live process, of
+    a process on another host, of another user, or of unknown origin is left
+    alone; entries that cannot be trusted are named on stderr.
     """
     root = _resolve(root)
-    found = inventory.find_leftovers(root)
-    done = []
-    for lo in found:
-        if dry_run or inventory.reclaim(lo):
-            done.append(lo.to_dict())
+    scan = inventory.scan_root(root, usage=False)
+    done, failed = [], []
+    for lo in scan.leftovers:
+        try:
+            if dry_run or inventory.reclaim(lo):
+                done.append(lo.to_dict())
+        except OSError as e:
+            # One leftover that cannot be removed does not keep the others.
+            failed.append({**lo.to_dict(), "error": _one_line(e)})
     freed = sum(d["nbytes"] for d in done)
+    problems = [p.to_dict() for p in scan.problems]
     if as_json:
-        _emit_json({"root": root, "dry_run": dry_run, "reclaimed": done, "reclaimed_bytes": freed})
-        return
+        out = {"root": root, "dry_run": dry_run, "reclaimed": done, "reclaimed_bytes": freed}
+        _emit_json({**out, "failed": failed, "problems": problems})
+    else:
+        _print_reclaimed(root, done, dry_run)
+        _report(scan.problems)
+        for f in failed:
+            _warn(f"could not reclaim {f['path']}: {f['error']}")
+    if failed:
+        click.get_current_context().exit(1)
+
+
+def _print_reclaimed(root: str, done: list[dict[str, Any]], dry_run: bool) -> None:
     console = _console()
     if not done:
         console.print(f"nothing to reclaim in {root}")
@@ -854,6 +970,7 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
         right=("PID", "SIZE"),
     )
     verb = "would reclaim" if dry_run else "reclaimed"
+    freed = sum(d["nbytes"] for d in done)
     console.print(f"{verb} {_plural(len(done), 'entry', 'entries')}, {_human(freed)}")
 
 

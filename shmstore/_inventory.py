@@ -38,11 +38,12 @@ from __future__ import annotations
 import dataclasses
 import errno
 import fnmatch
+import glob
 import os
 import pwd
 import stat
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shmstore import _arrayfile as af
 from shmstore._errors import ForeignEntryError
@@ -67,22 +68,20 @@ from shmstore._namespace import (
 )
 from shmstore._posix import creator_alive, lock_holders, root_fd
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 __all__ = [
     "ArrayEntry",
     "DOCKER_DEFAULT_SHM",
     "FilesystemUsage",
     "Leftover",
     "NamespaceEntry",
+    "Problem",
+    "RootScan",
     "TreeUsage",
     "creator_alive",
+    "describe_entry",
     "destroy",
     "destroy_namespace",
-    "explain_entry",
     "filesystem_usage",
-    "find_leftovers",
     "lock_holders",
     "looks_like_docker_default",
     "memory_backed",
@@ -90,8 +89,7 @@ __all__ = [
     "namespace_entry",
     "namespaces",
     "reclaim",
-    "scan_arrays",
-    "scan_namespaces",
+    "scan_root",
     "tree_usage",
     "zarr_node_paths",
 ]
@@ -99,12 +97,77 @@ __all__ = [
 #: Docker's default ``/dev/shm`` size for a container (``--shm-size`` raises it).
 DOCKER_DEFAULT_SHM = 64 << 20
 
+#: What a root entry that is neither a file, a directory nor a symlink is.
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
 
 def _owner(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _whose(uid: int) -> str:
+    """``"uid 65534 (nobody)"``: an owner for a message."""
+    name = _owner(uid)
+    return f"uid {uid}" if name == str(uid) else f"uid {uid} ({name})"
+
+
+def _not_yours(path: str, uid: int) -> PermissionError:
+    return PermissionError(
+        errno.EACCES,
+        f"{path!r} belongs to {_whose(uid)}, not you (uid {os.geteuid()}); shmstore only "
+        "shows, reclaims and removes your own entries",
+        path,
+    )
+
+
+# ----------------------------------------------------------------- problems
+@dataclass(frozen=True)
+class Problem:
+    """A root entry that is reported instead of being listed, trusted or removed.
+
+    Attributes
+    ----------
+    name, path
+        The root entry.
+    reason
+        What it is and why it was skipped, for one line of output.
+    error
+        The error that a command naming this entry raises.
+    """
+
+    name: str
+    path: str
+    reason: str
+    error: OSError = field(repr=False, compare=False)
+
+    def __str__(self) -> str:
+        # A planted name may hold a newline or escape codes: never printed raw.
+        path = self.path if self.path.isprintable() else ascii(self.path)
+        return f"{path}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record."""
+        return {"name": self.name, "path": self.path, "reason": self.reason}
+
+
+def _problem(root: str, name: str, error: OSError) -> Problem:
+    """The problem that *error*, raised while examining the entry *name*, makes of it."""
+    path = os.path.join(root, name)
+    if isinstance(error, ForeignEntryError):
+        reason = f"not a shmstore entry ({error.reason}); skipped (remove it if it is stale)"
+    elif isinstance(error, PermissionError):
+        reason = "cannot be read (permission denied); skipped"
+    else:
+        reason = f"cannot be read ({error.strerror or error}); skipped"
+    return Problem(name, path, reason, error)
 
 
 # ----------------------------------------------------------------- namespaces
@@ -123,6 +186,8 @@ class NamespaceEntry:
         (``None``: unknown, e.g. created on another host).
     scoped
         Created by a scoped store, destroyed when its creator's block exits.
+    leftover
+        Scoped, and its creator is dead: nothing will destroy it but ``gc``.
     created, modified
         Creation time (metadata) and latest change anywhere in the tree.
     usage
@@ -155,6 +220,7 @@ class NamespaceEntry:
     spilled: TreeUsage | None = field(default_factory=TreeUsage)
     cache_source: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    leftover: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -199,8 +265,12 @@ def _spill_usage(location: str) -> TreeUsage | None:
         return None
 
 
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def namespace_entry(root: str, name: str) -> NamespaceEntry:
-    """Describe namespace *name* of *root*.
+    """Describe namespace *name* of *root* (whoever owns it: callers check).
 
     Raises
     ------
@@ -208,19 +278,23 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         If there is no entry *name* in *root*.
     ForeignEntryError
         If the entry is not a shmstore namespace (a file, a symlink, or a
-        directory without valid ``.shmstore/meta.json``).
+        directory without valid ``.shmstore/state/meta.json``).
+    PermissionError
+        If it cannot be read.
     """
     path = entry_path(root, name)
     meta, st = describe_dir(root, name)
     usage = tree_usage(path)
     pid = meta.get("pid") if isinstance(meta.get("pid"), int) else None
     host = meta.get("host") if isinstance(meta.get("host"), str) else None
-    created = meta.get("created") if isinstance(meta.get("created"), int | float) else None
+    created = _number(meta.get("created"))
     spill, capacity = _tiering(meta)
     cache = meta.get("cache") if isinstance(meta.get("cache"), dict) else {}
     source = cache.get("source")
     if isinstance(cache.get("capacity"), int) and capacity is None:
         capacity = cache["capacity"]
+    alive = creator_alive(pid, host, created)
+    scoped = meta.get("scoped") is True
     return NamespaceEntry(
         name=name,
         path=path,
@@ -228,8 +302,8 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         owner=_owner(st.st_uid),
         pid=pid,
         host=host,
-        pid_alive=creator_alive(pid, host, created),
-        scoped=bool(meta.get("scoped", False)),
+        pid_alive=alive,
+        scoped=scoped,
         created=created,
         modified=usage.modified,
         usage=usage,
@@ -238,36 +312,8 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         spilled=_spill_usage(spill) if spill else TreeUsage(),
         cache_source=str(source) if source is not None else None,
         meta=meta,
+        leftover=scoped and alive is False,
     )
-
-
-def scan_namespaces(
-    root: str, pattern: str | None = None
-) -> tuple[list[NamespaceEntry], list[ForeignEntryError]]:
-    """Describe every namespace of *root* whose name matches the glob *pattern*.
-
-    Returns
-    -------
-    namespaces
-        Sorted by name.
-    invalid
-        Directories that carry a ``.shmstore`` entry but whose metadata is
-        missing or corrupt: reported, never trusted (nor removed).
-    """
-    found: list[NamespaceEntry] = []
-    invalid: list[ForeignEntryError] = []
-    for name in _root_names(root, directories=True):
-        if pattern is not None and not fnmatch.fnmatchcase(name, pattern):
-            continue
-        if not is_namespace_dir(root, name):
-            continue  # some other program's directory: not ours to list
-        try:
-            found.append(namespace_entry(root, name))
-        except FileNotFoundError:
-            continue  # destroyed while we looked
-        except ForeignEntryError as e:
-            invalid.append(e)
-    return found, invalid
 
 
 # ------------------------------------------------------------------ leftovers
@@ -280,9 +326,9 @@ class Leftover:
     kind
         ``"partial-write"`` (a temporary file of an interrupted write),
         ``"partial-meta"``, ``"transient"`` (a namespace or named array
-        interrupted while being created, or destroyed), ``"scoped-namespace"``
-        or ``"orphan-lock"`` (a fill lock file of a read-through cache whose
-        holder died before removing it).
+        interrupted while being created, or destroyed), ``"scoped-namespace"``,
+        ``"scoped-array"`` or ``"orphan-lock"`` (a fill lock file of a
+        read-through cache whose holder died before removing it).
     path
         What would be removed.
     pid
@@ -303,6 +349,8 @@ class Leftover:
     _where: tuple[str, str, str | None, float | None] = field(
         default=("", "", None, None), repr=False
     )
+    # A scoped array is removed only if its header still has this token.
+    _token: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready record."""
@@ -315,76 +363,365 @@ class Leftover:
         }
 
 
-def _namespace_leftovers(root: str, name: str) -> Iterator[Leftover]:
-    try:
-        meta, found = bookkeeping_leftovers(root, name)
-    except (OSError, ForeignEntryError):
-        return  # gone, unreadable or not trusted: never touched
+def _namespace_leftovers(root: str, name: str, entry: NamespaceEntry | None) -> list[Leftover]:
+    """Leftovers of dead processes in (or being) your namespace *name*.
+
+    A scoped namespace of a dead process is one leftover, whatever it holds:
+    destroying it reclaims its writes in flight too.
+
+    Raises
+    ------
+    OSError, ForeignEntryError
+        If the namespace cannot be read, or its metadata is not trusted.
+    """
+    meta, found = bookkeeping_leftovers(root, name)
     # A write in flight comes from this host unless the root is shared between
     # hosts (or containers); then the creator's host is the best we know.
     host = meta.get("host") if isinstance(meta.get("host"), str) else None
     path = entry_path(root, name)
+    pid = meta.get("pid")
+    if meta.get("scoped") is True and isinstance(pid, int):
+        created = _number(meta.get("created"))
+        if creator_alive(pid, host, created) is False:
+            nbytes = entry.usage.allocated if entry else tree_usage(path).allocated
+            where = (root, name, host, created)
+            return [Leftover("scoped-namespace", path, pid, nbytes, name, where)]
+    out = []
     for item in found:
         full = os.path.join(item.directory, item.entry)
         if item.kind == "orphan-lock":
             where = (item.directory, item.entry, None, None)
-            yield Leftover(item.kind, full, None, item.nbytes, name, where)
+            out.append(Leftover(item.kind, full, None, item.nbytes, name, where))
         elif creator_alive(item.pid, host, item.ctime) is False:
             where = (item.directory, item.entry, host, item.ctime)
-            yield Leftover(item.kind, full, item.pid, item.nbytes, name, where)
-    pid = meta.get("pid")
-    if meta.get("scoped") and isinstance(pid, int):
-        created = meta.get("created")
-        created = created if isinstance(created, int | float) else None
-        if creator_alive(pid, host, created) is False:
-            yield Leftover(
-                "scoped-namespace",
-                path,
-                pid,
-                tree_usage(path).allocated,
+            out.append(Leftover(item.kind, full, item.pid, item.nbytes, name, where))
+    return out
+
+
+# ------------------------------------------------------------- named arrays
+@dataclass
+class ArrayEntry:
+    """One named array of a root, as ``shmstore ls``/``du``/``info`` show it.
+
+    Attributes
+    ----------
+    name, path
+        Array name and file.
+    uid, owner
+        Owner of the file.
+    pid, pid_alive
+        Creating process as recorded in the header, and whether it still runs.
+    created, modified
+        Creation time (header) and the file's last change (writes through a
+        mapping need not update it).
+    shape, dtype, order, nbytes
+        As recorded in the header (``dtype`` as NumPy spells it).
+    allocated
+        Memory the file takes (header page included).
+    scoped, leftover
+        Made by ``shmstore.scoped_array`` whose process is dead, so that only
+        ``gc`` will delete it (both are known for such arrays only).
+    """
+
+    name: str
+    path: str
+    uid: int
+    owner: str
+    pid: int | None
+    pid_alive: bool | None
+    created: float | None
+    modified: float
+    shape: tuple[int, ...]
+    dtype: str
+    order: str
+    nbytes: int
+    allocated: int
+    scoped: bool = False
+    leftover: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record."""
+        d = dataclasses.asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def named_arrays_available() -> bool:
+    """Whether this shmstore has named arrays (``shmstore.create``/``list``)."""
+    try:
+        # Imported here: named arrays need numpy, which `shmstore ls` of namespaces does not.
+        import shmstore._arrays  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _array_entries(root: str) -> dict[str, ArrayEntry]:
+    """Your valid named arrays of *root*, by name (from ``shmstore.list``)."""
+    if not named_arrays_available():
+        return {}
+    # numpy loads only when arrays are listed: `shmstore ls` of namespaces stays light.
+    from shmstore._arrays import list_arrays
+
+    found = {}
+    for info in list_arrays(root=root):
+        try:
+            st = os.stat(info.path, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # deleted while we looked
+        found[info.name] = ArrayEntry(
+            name=info.name,
+            path=info.path,
+            uid=st.st_uid,
+            owner=_owner(st.st_uid),
+            pid=info.pid,
+            pid_alive=creator_alive(info.pid, None, info.created),
+            created=info.created or None,
+            modified=st.st_mtime,
+            shape=tuple(info.shape),
+            dtype=str(info.dtype),
+            order=info.order,
+            nbytes=info.nbytes,
+            allocated=st.st_blocks * 512,
+        )
+    return found
+
+
+def _array_header(root: str, name: str) -> dict[str, Any] | None:
+    """The header document of the named array *name*; ``None`` if it is gone or corrupt."""
+    try:
+        fd, st = af.open_array_file(root, name, read_only=True)
+    except OSError:
+        return None
+    try:
+        return af.read_array_header(fd, entry_path(root, name), st.st_size)[0]
+    except ForeignEntryError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _scoped_array_leftover(root: str, entry: ArrayEntry) -> Leftover | None:
+    """The leftover that *entry* is if a scoped array of a dead process made it.
+
+    Only arrays whose creator is dead are looked at again: their header says
+    whether ``scoped_array`` made them (``"scoped": true``) and which array it
+    was (its token), so that ``gc`` never deletes one created since.
+    """
+    if entry.pid_alive is not False:
+        return None
+    header = _array_header(root, entry.name)
+    if header is None or header.get("scoped") is not True:
+        return None
+    host = header.get("host") if isinstance(header.get("host"), str) else None
+    if creator_alive(entry.pid, host, entry.created) is not False:
+        return None
+    entry.scoped = entry.leftover = True
+    where = (root, entry.name, host, entry.created)
+    token = str(header.get("token"))
+    return Leftover(
+        "scoped-array", entry.path, entry.pid, entry.allocated, None, where, _token=token
+    )
+
+
+# ---------------------------------------------------------------- root scans
+@dataclass
+class RootScan:
+    """What :func:`scan_root` found: entries, leftovers and problems, each by name."""
+
+    namespaces: list[NamespaceEntry] = field(default_factory=list)
+    arrays: list[ArrayEntry] = field(default_factory=list)
+    leftovers: list[Leftover] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+class _Scanner:
+    """One walk of a root for :func:`scan_root`."""
+
+    def __init__(self, root: str, usage: bool, leftovers: bool) -> None:
+        self.root, self.usage, self.want_leftovers = root, usage, leftovers
+        self.rfd = root_fd(root)
+        self.uid = os.geteuid()
+        self.out = RootScan()
+        self._arrays: dict[str, ArrayEntry] | None = None
+
+    def problem(self, name: str, reason: str, error: OSError) -> None:
+        self.out.problems.append(Problem(name, os.path.join(self.root, name), reason, error))
+
+    def arrays(self) -> dict[str, ArrayEntry]:
+        if self._arrays is None:
+            self._arrays = _array_entries(self.root)
+        return self._arrays
+
+    def entry(self, name: str) -> None:
+        try:
+            st = os.stat(name, dir_fd=self.rfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # removed while we looked
+        path = os.path.join(self.root, name)
+        try:
+            check_name(name)
+        except ValueError:
+            valid = False  # never a namespace or named array: no shmstore name
+        else:
+            valid = True
+        if stat.S_ISLNK(st.st_mode):
+            self.problem(
                 name,
-                (root, name, host, created),
+                "a symbolic link; skipped (shmstore never follows one)",
+                ForeignEntryError(path, "a symbolic link; shmstore never follows one"),
+            )
+        elif stat.S_ISDIR(st.st_mode):
+            if valid:
+                self.directory(name, st)
+        elif stat.S_ISREG(st.st_mode):
+            if valid:
+                self.file(name, st)
+        else:
+            what = next((w for test, w in _SPECIAL_FILES if test(st.st_mode)), "a special file")
+            self.problem(
+                name,
+                f"{what}, not a shmstore entry; skipped (never opened)",
+                ForeignEntryError(path, what),
             )
 
+    def directory(self, name: str, st: os.stat_result) -> None:
+        if not is_namespace_dir(self.root, name):
+            # Another program's directory; or one of yours that cannot be searched.
+            if st.st_uid == self.uid and not os.access(name, os.R_OK | os.X_OK, dir_fd=self.rfd):
+                self.unreadable(name)
+            return
+        if st.st_uid != self.uid:
+            # Its metadata is another user's word: never trusted, nor walked.
+            self.problem(
+                name,
+                f"a namespace of {_whose(st.st_uid)}, not yours; skipped",
+                _not_yours(os.path.join(self.root, name), st.st_uid),
+            )
+            return
+        try:
+            entry = namespace_entry(self.root, name) if self.usage else None
+            if self.want_leftovers:
+                self.out.leftovers.extend(_namespace_leftovers(self.root, name, entry))
+        except FileNotFoundError:
+            return  # destroyed while we looked
+        except OSError as e:  # ForeignEntryError included: reported, never trusted
+            self.out.problems.append(_problem(self.root, name, e))
+            return
+        if entry is not None:
+            self.out.namespaces.append(entry)
 
-def _root_names(root: str, *, directories: bool = False, hidden: bool = False) -> list[str]:
-    """Names of the root's entries, sorted (only directories, never through a symlink)."""
-    with os.scandir(root_fd(root)) as it:
-        return sorted(
-            e.name
-            for e in it
-            if (hidden or not e.name.startswith("."))
-            and (not directories or e.is_dir(follow_symlinks=False))
-        )
+    def file(self, name: str, st: os.stat_result) -> None:
+        if st.st_uid != self.uid:
+            return  # another user's file: never one of your arrays
+        entry = self.arrays().get(name)
+        if entry is not None:
+            if self.want_leftovers:
+                leftover = _scoped_array_leftover(self.root, entry)
+                if leftover is not None:
+                    self.out.leftovers.append(leftover)
+            self.out.arrays.append(entry)
+        elif not os.access(name, os.R_OK, dir_fd=self.rfd):
+            self.unreadable(name)
+        elif af.has_array_magic(self.root, name, st):
+            try:
+                af.check_array_file(self.root, name)
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                self.out.problems.append(_problem(self.root, name, e))
+        # else: another program's file
 
+    def unreadable(self, name: str) -> None:
+        path = os.path.join(self.root, name)
+        error = PermissionError(errno.EACCES, f"cannot read {path!r}: permission denied", path)
+        self.out.problems.append(_problem(self.root, name, error))
 
-def find_leftovers(root: str) -> list[Leftover]:
-    """Everything in *root* that a process now dead left behind.
-
-    Entries of live processes, of processes on another host, of unknown
-    origin, and namespaces whose metadata is not valid are never reported.
-    """
-    out: list[Leftover] = []
-    rfd = root_fd(root)
-    for name in _root_names(root, hidden=True):
-        transient = parse_transient_name(name)
-        if transient is not None:
-            pid = transient[1]
-            blocks = entry_blocks(rfd, name)
-            if blocks is not None and creator_alive(pid, None, blocks[1]) is False:
-                out.append(
-                    Leftover(
-                        "transient",
-                        os.path.join(root, name),
-                        pid,
-                        blocks[0],
-                        None,
-                        (root, name, None, blocks[1]),
-                    )
+    def transient(self, name: str) -> None:
+        parsed = parse_transient_name(name)
+        if parsed is None:
+            return  # another hidden entry: not shmstore's
+        pid = parsed[1]
+        try:
+            st = os.stat(name, dir_fd=self.rfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if st.st_uid != self.uid:
+            if creator_alive(pid, None, st.st_ctime) is False:
+                self.problem(
+                    name,
+                    f"a leftover of a dead process (pid {pid}) of {_whose(st.st_uid)}, "
+                    "not yours; skipped",
+                    _not_yours(os.path.join(self.root, name), st.st_uid),
                 )
-        elif not name.startswith(".") and is_namespace_dir(root, name):
-            out.extend(_namespace_leftovers(root, name))
-    return out
+            return
+        blocks = entry_blocks(self.rfd, name)
+        if blocks is not None and creator_alive(pid, None, blocks[1]) is False:
+            where = (self.root, name, None, blocks[1])
+            path = os.path.join(self.root, name)
+            self.out.leftovers.append(Leftover("transient", path, pid, blocks[0], None, where))
+
+
+def scan_root(
+    root: str, pattern: str | None = None, *, usage: bool = True, leftovers: bool = True
+) -> RootScan:
+    """Sort the entries of *root* (those matching the glob *pattern*) into a :class:`RootScan`.
+
+    Every entry is looked at once, without following symlinks, and nothing
+    that cannot be examined safely stops the scan: it becomes a problem.
+
+    Parameters
+    ----------
+    pattern
+        Only entries whose name matches; transient root entries (which have
+        no name of their own) only without a pattern.
+    usage
+        Describe your namespaces (walking their trees). Without it
+        ``namespaces`` stays empty: for ``gc``, which needs leftovers only.
+    leftovers
+        Look for leftovers of dead processes.
+    """
+    scanner = _Scanner(root, usage, leftovers)
+    with os.scandir(scanner.rfd) as it:
+        names = sorted(e.name for e in it)
+    for name in names:
+        if name.startswith("."):
+            if pattern is None and leftovers:
+                scanner.transient(name)
+        elif pattern is None or fnmatch.fnmatchcase(name, pattern):
+            scanner.entry(name)
+    return scanner.out
+
+
+def describe_entry(root: str, name: str) -> NamespaceEntry | ArrayEntry:
+    """Your namespace or named array *name* of *root*, for ``info`` and ``rm``.
+
+    Only that entry is examined: other entries of the root, whatever they
+    are, play no part.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no such entry.
+    ForeignEntryError, PermissionError
+        Saying what the entry is instead: corrupt, another program's, another
+        user's, a symlink.
+    """
+    scan = scan_root(root, glob.escape(name))
+    for entry in (*scan.namespaces, *scan.arrays):
+        if entry.name == name:
+            return entry
+    for problem in scan.problems:
+        if problem.name == name:
+            raise problem.error
+    path = entry_path(root, name)
+    st = os.stat(name, dir_fd=root_fd(root), follow_symlinks=False)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_uid != os.geteuid():
+            raise _not_yours(path, st.st_uid)
+        af.check_array_file(root, name)  # says what is wrong with it
+        raise ForeignEntryError(path, "a file without shmstore's named-array header")
+    raise ForeignEntryError(path, "a directory without shmstore's .shmstore entry")
 
 
 def reclaim(leftover: Leftover) -> bool:
@@ -395,17 +732,24 @@ def reclaim(leftover: Leftover) -> bool:
     bool
         Whether it was removed (``False`` if it was gone already or its
         process turned out to be alive).
+
+    Raises
+    ------
+    OSError
+        If it could not be removed.
     """
     directory, name, host, since = leftover._where
     if leftover.kind == "orphan-lock":
         return bool(directory) and remove_entry(directory, name, locked=True)
     if not directory or creator_alive(leftover.pid, host, since) is not False:
         return False
-    if leftover.kind == "scoped-namespace":
-        try:
+    try:
+        if leftover.kind == "scoped-namespace":
             return Namespace.open(name, directory, create=False).destroy()
-        except FileNotFoundError:
-            return False
+        if leftover.kind == "scoped-array":
+            return af.unlink_array_file(directory, name, token=leftover._token)
+    except FileNotFoundError:
+        return False
     return remove_entry(directory, name)
 
 
@@ -500,7 +844,8 @@ def namespaces(root: str | os.PathLike[str] | None = None) -> list[NamespaceEntr
     Each record has at least ``.name``, ``.path``, ``.nbytes`` (bytes in shared
     memory), ``.owner``, ``.created``, ``.modified``, ``.scoped``, ``.spill``
     and ``.capacity``: what ``shmstore ls`` shows. Entries that are not valid
-    namespaces are left out (``shmstore ls`` reports them).
+    namespaces, and other users' namespaces, are left out (``shmstore ls``
+    reports them).
 
     Examples
     --------
@@ -510,7 +855,7 @@ def namespaces(root: str | os.PathLike[str] | None = None) -> list[NamespaceEntr
     True
     >>> shmstore.destroy("doc-namespaces")
     """
-    return scan_namespaces(resolve_root(root))[0]
+    return scan_root(resolve_root(root), leftovers=False).namespaces
 
 
 def destroy(name: str, root: str | os.PathLike[str] | None = None) -> None:
@@ -538,136 +883,3 @@ def destroy(name: str, root: str | os.PathLike[str] | None = None) -> None:
             "or `shmstore ls`",
             entry_path(root, name),
         ) from None
-
-
-# ------------------------------------------------------------- named arrays
-@dataclass
-class ArrayEntry:
-    """One named array of a root, as ``shmstore ls``/``du``/``info`` show it.
-
-    Attributes
-    ----------
-    name, path
-        Array name and file.
-    uid, owner
-        Owner of the file.
-    pid, pid_alive
-        Creating process as recorded in the header, and whether it still runs.
-    created, modified
-        Creation time (header) and the file's last change (writes through a
-        mapping need not update it).
-    shape, dtype, order, nbytes
-        As recorded in the header (``dtype`` as NumPy spells it).
-    allocated
-        Memory the file takes (header page included).
-    """
-
-    name: str
-    path: str
-    uid: int
-    owner: str
-    pid: int | None
-    pid_alive: bool | None
-    created: float | None
-    modified: float
-    shape: tuple[int, ...]
-    dtype: str
-    order: str
-    nbytes: int
-    allocated: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready record."""
-        d = dataclasses.asdict(self)
-        d["shape"] = list(self.shape)
-        return d
-
-
-def named_arrays_available() -> bool:
-    """Whether this shmstore has named arrays (``shmstore.create``/``list``)."""
-    try:
-        # Imported here: named arrays need numpy, which `shmstore ls` of namespaces does not.
-        import shmstore._arrays  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def scan_arrays(
-    root: str, pattern: str | None = None
-) -> tuple[list[ArrayEntry], list[ForeignEntryError]]:
-    """Describe every named array of *root* whose name matches the glob *pattern*.
-
-    Returns
-    -------
-    arrays
-        Sorted by name (from ``shmstore.list``).
-    invalid
-        Files that carry the named-array magic but whose header is corrupt:
-        reported, never trusted (nor removed).
-    """
-    if not named_arrays_available():
-        return [], []
-    # numpy loads only when arrays are listed: `shmstore ls` of namespaces stays light.
-    from shmstore._arrays import list_arrays
-
-    found: list[ArrayEntry] = []
-    for info in list_arrays(root=root):
-        if pattern is not None and not fnmatch.fnmatchcase(info.name, pattern):
-            continue
-        try:
-            st = os.stat(info.path, follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted while we looked
-        found.append(
-            ArrayEntry(
-                name=info.name,
-                path=info.path,
-                uid=st.st_uid,
-                owner=_owner(st.st_uid),
-                pid=info.pid,
-                pid_alive=creator_alive(info.pid, None, info.created),
-                created=info.created or None,
-                modified=st.st_mtime,
-                shape=tuple(info.shape),
-                dtype=str(info.dtype),
-                order=info.order,
-                nbytes=info.nbytes,
-                allocated=st.st_blocks * 512,
-            )
-        )
-    listed = {a.name for a in found}
-    invalid: list[ForeignEntryError] = []
-    rfd = root_fd(root)
-    for name in _root_names(root):
-        if name in listed or (pattern is not None and not fnmatch.fnmatchcase(name, pattern)):
-            continue
-        try:
-            st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
-            if not af.has_array_magic(root, name, st):
-                continue
-            af.check_array_file(root, name)
-        except ForeignEntryError as e:
-            invalid.append(e)
-        except (FileNotFoundError, PermissionError):
-            continue
-    return found, invalid
-
-
-def explain_entry(root: str, name: str) -> None:
-    """Raise the error that says why the entry *name* of *root* is not listed.
-
-    For an entry that exists but is neither a valid namespace nor a valid
-    named array: a corrupt one, a symlink, another program's file.
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no such entry.
-    ForeignEntryError, PermissionError
-        Saying what the entry is.
-    """
-    st = os.stat(name, dir_fd=root_fd(root), follow_symlinks=False)
-    if stat.S_ISREG(st.st_mode):
-        af.check_array_file(root, name)
-    namespace_entry(root, name)  # raises for anything that is not a namespace

@@ -70,7 +70,13 @@ def names(payload: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------- ls
 def test_ls_empty(shm_root: Path) -> None:
     assert f"no namespaces or named arrays in {shm_root}" in ok("ls").stdout
-    assert js("ls") == {"root": str(shm_root), "entries": []}
+    assert js("ls") == {
+        "root": str(shm_root),
+        "entries": [],
+        "leftovers": [],
+        "reclaimable_bytes": 0,
+        "problems": [],
+    }
 
 
 def test_ls_table_and_json(shm_root: Path) -> None:
@@ -171,7 +177,7 @@ def test_errors_are_json_with_json(shm_root: Path, tmp_path: Path) -> None:
     assert err["kind"] == "not-found" and "--root" in err["error"]
     assert json_error("ls", "--root", str(tmp_path / "typo"))["kind"] == "not-found"
     # click's own usage errors too (exit status 2)
-    for args in (("ls", "--bogus"), ("nosuch",), ("rm",)):
+    for args in (("ls", "--bogus"), ("nosuch",), ("rm",), ("rm", "--idle", "soon", "-y")):
         assert json_error(*args, exit_code=2)["kind"] == "usage", args
     if hasattr(shmstore, "save"):
         err = json_error("load", str(tmp_path), "z", "--capacity", "lots", exit_code=2)
@@ -204,8 +210,197 @@ def test_ls_reports_corrupt_entries(shm_root: Path) -> None:
     (bad / "meta.json").write_text("{not json")
     (shm_root / "someone-elses").mkdir()  # no .shmstore: not ours, not listed
     result = ok("ls", "--json")
-    assert names(json.loads(result.stdout)) == ["good"]
+    payload = json.loads(result.stdout)
+    assert names(payload) == ["good"]
+    (problem,) = payload["problems"]  # in the JSON, not on stderr
+    assert problem["name"] == "bad" and "corrupt" in problem["reason"]
+    assert result.stderr == ""
+    result = ok("ls")
     assert "bad" in result.stderr and "corrupt" in result.stderr
+    assert "someone-elses" not in result.stderr
+
+
+# ------------------------------------------------------------ planted entries
+OTHER_UID = 65534  # nobody
+
+
+def chown_tree(top: Path, uid: int = OTHER_UID) -> None:
+    """Give *top* and everything under it to *uid*, as if that user had made it."""
+    os.chown(top, uid, uid, follow_symlinks=False)
+    for path in top.rglob("*"):
+        os.chown(path, uid, uid, follow_symlinks=False)
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("entries of another user can only be made by root")
+
+
+def plant(root: Path) -> dict[str, str]:
+    """Entries anyone on the host could put in a root; return name -> what is reported."""
+    store = shmstore.SharedMemoryStore("symmeta")
+    meta = Path(store.path) / ".shmstore" / "state" / "meta.json"
+    meta.rename(meta.with_name("real.json"))
+    meta.symlink_to("real.json")
+    theirs = shmstore.SharedMemoryStore("theirs", mode=0o644)  # dirs 0o755: readable by all
+    dead = dead_pid()
+    partial = Path(theirs.path) / ".shmstore" / "state" / "tmp" / f"{dead}.1.1.partial"
+    partial.write_bytes(b"p" * 5000)  # a dead writer's file gc must leave to its owner
+    scoped = shmstore.SharedMemoryStore("theirscoped")  # a scoped one of a dead process
+    meta = Path(scoped.path) / ".shmstore" / "state" / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "scoped": True, "pid": dead}))
+    for name in ("theirs", "theirscoped"):
+        chown_tree(root / name)
+    unreadable = root / "unreadable"
+    unreadable.write_bytes(b"\x93SHMSTORE-ARRAY\n" + b"\0" * 100)
+    unreadable.chmod(0)
+    os.chown(unreadable, OTHER_UID, OTHER_UID)
+    os.mkfifo(root / "fifo")
+    (root / "link").symlink_to("/etc")
+    their_leftover = root / f".shmstore-new.{dead}.0123456789ab"
+    (their_leftover / ".shmstore").mkdir(parents=True)
+    chown_tree(their_leftover)
+    return {
+        "symmeta": "meta.json is a symbolic link",
+        "theirs": f"a namespace of uid {OTHER_UID}",
+        "theirscoped": f"a namespace of uid {OTHER_UID}",
+        "fifo": "a FIFO",
+        "link": "a symbolic link",
+        their_leftover.name: f"a leftover of a dead process (pid {dead}) of uid {OTHER_UID}",
+    }
+
+
+def test_planted_entries_never_break_the_cli(shm_root: Path) -> None:
+    needs_root()
+    make_climate()
+    reported = plant(shm_root)
+    own_leftover = shm_root / f".shmstore-array.{dead_pid()}.0123456789ab"
+    own_leftover.write_bytes(b"\0" * 8192)
+    before = {p for p in shm_root.rglob("*") if p != own_leftover}
+    for args in (("ls",), ("du",), ("gc", "--dry-run"), ("ls", "*")):
+        result = ok(*args)
+        for name, why in reported.items():
+            if name.startswith(".") and args == ("ls", "*"):
+                continue  # a pattern lists entries by name: transient ones have none
+            lines = [line for line in result.stderr.splitlines() if f"/{name}: " in line]
+            assert len(lines) == 1 and why in lines[0], (args, name, result.stderr)
+        assert "unreadable" not in result.stderr  # another user's file: not ours to report
+        payload = js(*args)
+        problems = {p["name"]: p["reason"] for p in payload["problems"]}
+        expected = {n for n in reported if not (n.startswith(".") and args == ("ls", "*"))}
+        assert set(problems) == expected, args
+        assert all(reported[n] in problems[n] for n in expected)
+        assert {p["path"] for p in payload["problems"]} == {str(shm_root / n) for n in expected}
+    assert names(js("ls")) == ["climate"]
+    assert [e["name"] for e in js("du")["entries"]] == ["climate"]
+    # info and rm of a good name examine that entry only: nothing else to report.
+    result = ok("info", "climate")
+    assert "namespace climate" in result.stdout and result.stderr == ""
+    assert "t  array 40 x 40 float32" in result.stdout
+    msg = fails("info", "theirs")
+    assert f"uid {OTHER_UID}" in msg and "not you" in msg
+    assert "symbolic link" in fails("rm", "-y", "symmeta")
+    # gc reclaims your leftovers and nothing of another user's, whatever they look like.
+    payload = js("gc")
+    assert [lo["path"] for lo in payload["reclaimed"]] == [str(own_leftover)]
+    assert payload["failed"] == []
+    assert {p["name"] for p in payload["problems"]} == set(reported)
+    assert not own_leftover.exists()
+    assert {p for p in shm_root.rglob("*")} == before
+    result = ok("rm", "-y", "climate")
+    assert "removed namespace climate" in result.stdout and result.stderr == ""
+    assert names(js("ls")) == []
+
+
+def test_a_glob_skips_and_reports_what_it_cannot_trust(shm_root: Path) -> None:
+    needs_root()
+    for name in ("job-1", "job-2"):
+        shmstore.SharedMemoryStore(name)
+    chown_tree(shm_root / "job-2")
+    result = ok("rm", "-y", "job-*")
+    assert "removed namespace job-1" in result.stdout
+    assert "job-2: a namespace of uid" in result.stderr
+    assert (shm_root / "job-2").is_dir()
+    # A pattern that matches only entries it cannot trust has nothing to work on.
+    msg = fails("du", "job-*")
+    assert "matches no namespace or named array" in msg and "'job-2'" in msg
+
+
+AS_OTHER_USER = ["setpriv", "--reuid", str(OTHER_UID), "--regid", str(OTHER_UID)]
+AS_OTHER_USER += ["--clear-groups"]
+
+
+def as_other_user(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as uid 65534, on the test's root."""
+    env = {**os.environ, "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}
+    code = "from shmstore._cli import main; main()"
+    return subprocess.run(
+        [*AS_OTHER_USER, sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_cli_of_another_user_in_a_planted_root(shm_root: Path) -> None:
+    """What uid 65534 sees of root's entries, and of its own unreadable ones."""
+    needs_root()
+    if subprocess.run(["which", "setpriv"], capture_output=True).returncode != 0:
+        pytest.skip("setpriv (util-linux) is not installed")
+    shm_root.chmod(0o1777)  # like /dev/shm: everyone creates, nobody removes others' entries
+    probe = as_other_user("--version")
+    if probe.returncode != 0:
+        pytest.skip(f"uid {OTHER_UID} cannot run this interpreter: {probe.stderr.strip()}")
+    dead = dead_pid()
+    shmstore.SharedMemoryStore("private")  # 0o700: invisible to another user
+    shmstore.SharedMemoryStore("open", mode=0o644)  # readable: another user's namespace
+    roots_leftover = shm_root / f".shmstore-array.{dead}.0123456789ab"
+    roots_leftover.write_bytes(b"\0" * 8192)
+    roots_leftover.chmod(0o644)
+    mine = shm_root / "mine"
+    proc = subprocess.run(
+        [
+            *AS_OTHER_USER,
+            sys.executable,
+            "-c",
+            "import shmstore; shmstore.SharedMemoryStore('mine')",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HOME": "/tmp"},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    unreadable = shm_root / "unreadable"  # its own file, but mode 000
+    unreadable.write_bytes(b"x")
+    os.chown(unreadable, OTHER_UID, OTHER_UID)
+    unreadable.chmod(0)
+    own_leftover = shm_root / f".shmstore-new.{dead}.0123456789ab"
+    (own_leftover / ".shmstore").mkdir(parents=True)
+    chown_tree(own_leftover)
+    reported = {"open", "unreadable", roots_leftover.name}
+    for args in (("ls",), ("du",), ("gc", "--dry-run")):
+        result = as_other_user(*args)
+        assert result.returncode == 0, result.stderr
+        for name in reported:
+            assert result.stderr.count(f"/{name}: ") == 1, (args, result.stderr)
+        assert "private" not in result.stderr + result.stdout
+    payload = json.loads(as_other_user("ls", "--json").stdout)
+    assert names(payload) == ["mine"]
+    assert {p["name"] for p in payload["problems"]} == reported
+    assert "cannot be read" in next(
+        p["reason"] for p in payload["problems"] if p["name"] == "unreadable"
+    )
+    result = as_other_user("gc", "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert [lo["path"] for lo in payload["reclaimed"]] == [str(own_leftover)]
+    assert not own_leftover.exists() and roots_leftover.exists()
+    result = as_other_user("rm", "-y", "mine")
+    assert result.returncode == 0 and "removed namespace mine" in result.stdout
+    assert not mine.exists()
+    assert (shm_root / "open").is_dir() and (shm_root / "private").is_dir()
 
 
 # ------------------------------------------------------------- named arrays
@@ -306,9 +501,10 @@ def test_corrupt_named_array_is_reported_not_trusted(shm_root: Path) -> None:
     create_array("good", (3,), "f4")
     bad = shm_root / "bad"
     bad.write_bytes(b"\x93SHMSTORE-ARRAY\n" + b"\0" * 100)  # magic, then garbage
-    result = ok("ls", "--json")
-    assert names(json.loads(result.stdout)) == ["good"]
-    assert "bad" in result.stderr and "not a shmstore entry" in result.stderr
+    payload = js("ls")
+    assert names(payload) == ["good"]
+    assert [p["name"] for p in payload["problems"]] == ["bad"]
+    assert "bad" in ok("ls").stderr and "not a shmstore entry" in ok("ls").stderr
     assert "not a shmstore entry" in fails("rm", "-y", "bad")
     assert "not a shmstore entry" in fails("info", "bad")
     assert bad.exists()
@@ -863,6 +1059,190 @@ def test_gc_leaves_other_hosts_and_corrupt_namespaces_alone(shm_root: Path) -> N
         assert js("gc")["reclaimed"] == []
         assert (bad / f"{dead}.1.1.partial").exists()
         assert js("ls", "remote")["entries"][0]["pid_alive"] is None
+
+
+KILLED_CREATE = textwrap.dedent(
+    """
+    import os
+    import sys
+    import shmstore
+
+    reserve = os.posix_fallocate
+
+    def paused(fd, offset, length):
+        # The data is reserved under the transient name: hold before it is published.
+        reserve(fd, offset, length)
+        print("reserved", flush=True)
+        sys.stdin.readline()
+
+    os.posix_fallocate = paused
+    shmstore.create("big", (int(sys.argv[1]),), "u1")
+    """
+)
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stdin.close()
+    proc.stdout.close()
+
+
+@needs_arrays
+def test_a_killed_create_is_a_leftover_in_ls_and_du(shm_root: Path) -> None:
+    size = 8 << 20
+    shmstore.SharedMemoryStore("keep")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CREATE, str(size)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "reserved"
+    finally:
+        kill(proc)
+    (tmp,) = shm_root.glob(f".shmstore-array.{proc.pid}.*")
+    payload = js("ls")
+    assert names(payload) == ["keep"]  # never published: not an array
+    (lo,) = payload["leftovers"]
+    assert lo["kind"] == "transient" and lo["path"] == str(tmp) and lo["pid"] == proc.pid
+    assert lo["nbytes"] >= size and payload["reclaimable_bytes"] == lo["nbytes"]
+    out = ok("ls").stdout
+    assert tmp.name in out and "leftover (transient)" in out and f"{proc.pid} (dead)" in out
+    assert "`shmstore gc` would free 8.0 MiB: 1 leftover of dead processes" in out
+    payload = js("du")
+    assert payload["leftovers"] == [lo]
+    total = payload["total"]
+    assert total["reclaimable_bytes"] == lo["nbytes"]
+    keep = payload["entries"][0]["shm_bytes"]
+    assert total["shm_bytes"] == keep + lo["nbytes"]  # the root holds it: counted
+    out = ok("du").stdout
+    assert tmp.name in out and "leftover" in out
+    assert "`shmstore gc` would free 8.0 MiB" in out
+    assert [d["path"] for d in js("gc")["reclaimed"]] == [str(tmp)]
+    assert not tmp.exists()
+    payload = js("du")
+    assert payload["leftovers"] == [] and payload["total"]["reclaimable_bytes"] == 0
+    assert "would free" not in ok("du").stdout and "leftover" not in ok("ls").stdout
+
+
+def test_ls_and_du_show_what_gc_would_free_inside_namespaces(shm_root: Path) -> None:
+    proc, tmp = start_writer()  # a write in flight of "ns", then killed
+    kill(proc)
+    (lo,) = js("ls")["leftovers"]
+    assert lo["kind"] == "partial-write" and lo["namespace"] == "ns" and lo["path"] == str(tmp)
+    assert "ns/.shmstore/state/tmp/" in ok("ls").stdout
+    payload = js("du")
+    assert payload["total"]["reclaimable_bytes"] == lo["nbytes"] >= 100_000
+    # Inside the namespace's tree: counted once, in its row.
+    assert payload["total"]["shm_bytes"] == payload["entries"][0]["shm_bytes"]
+    assert js("ls", "other*")["leftovers"] == []  # a pattern shows its entries' leftovers only
+    assert js("ls", "n*")["leftovers"] == [lo]
+
+
+def test_a_dead_scoped_namespace_is_one_leftover(shm_root: Path) -> None:
+    dead = dead_pid()
+    store = shmstore.SharedMemoryStore("scratch")
+    book = Path(store.path) / ".shmstore" / "state"
+    meta = book / "meta.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "scoped": True, "pid": dead}))
+    (book / "tmp" / f"{dead}.1.1.partial").write_bytes(b"q" * 3000)
+    (entry,) = js("ls")["entries"]
+    assert entry["scoped"] is True and entry["leftover"] is True
+    assert "namespace (scoped, leftover)" in ok("ls").stdout
+    (lo,) = js("du")["leftovers"]  # destroying it takes its write in flight too
+    assert lo["kind"] == "scoped-namespace" and lo["path"] == str(shm_root / "scratch")
+    assert js("gc")["reclaimed"] == [lo]
+    assert not (shm_root / "scratch").exists()
+
+
+def plant_scoped_array(root: Path, name: str, pid: int) -> Path:
+    """A named array as ``shmstore.scoped_array`` makes it, of the process *pid*.
+
+    The header says ``"scoped": true``, which is how a scoped array is told
+    from one made by ``create`` (both record their pid and a token).
+    """
+    from shmstore import _arrayfile as af
+
+    meta = {**af.array_meta([16], "<f8", "C", 128), "scoped": True, "pid": pid}
+    os.close(af.create_array_file(str(root), name, meta, 128))
+    return root / name
+
+
+@needs_arrays
+def test_a_dead_scoped_array_is_a_leftover(shm_root: Path) -> None:
+    run_python("import shmstore; shmstore.create('durable', 4, 'f8')")  # a dead creator: normal
+    array = plant_scoped_array(shm_root, "scratch", dead_pid())
+    live = plant_scoped_array(shm_root, "in-use", os.getpid())
+    entries = {e["name"]: e for e in js("ls")["entries"]}
+    assert entries["scratch"]["leftover"] is True and entries["scratch"]["scoped"] is True
+    assert entries["durable"]["leftover"] is False and entries["in-use"]["leftover"] is False
+    out = ok("ls").stdout
+    assert out.count("array (scoped, leftover)") == 1
+    (dry,) = js("gc", "--dry-run")["reclaimed"]
+    assert dry["kind"] == "scoped-array" and dry["path"] == str(array)
+    assert dry["nbytes"] >= 128 and array.exists()
+    assert js("gc")["reclaimed"] == [dry]
+    assert not array.exists() and live.exists()
+    assert names(js("ls")) == ["durable", "in-use"]
+
+
+@needs_arrays
+def test_gc_never_deletes_a_scoped_array_made_again_since(shm_root: Path) -> None:
+    from shmstore import _arrayfile as af
+
+    plant_scoped_array(shm_root, "scratch", dead_pid())
+    (lo,) = inventory.scan_root(str(shm_root)).leftovers
+    af.unlink_array_file(str(shm_root), "scratch")
+    again = plant_scoped_array(shm_root, "scratch", lo.pid)  # same name and pid, new token
+    assert inventory.reclaim(lo) is False
+    assert again.exists()
+
+
+SCOPED_ARRAY = textwrap.dedent(
+    """
+    import sys
+    import shmstore
+
+    with shmstore.scoped_array("scratch", (1000,), "f8") as a:
+        a[:] = 1.0
+        print("ready", flush=True)
+        sys.stdin.readline()
+    """
+)
+
+
+@needs_arrays
+def test_a_killed_scoped_array_is_reclaimed_by_gc(shm_root: Path) -> None:
+    from shmstore import _arrayfile as af
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCOPED_ARRAY],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+    finally:
+        kill(proc)
+    fd, st = af.open_array_file(str(shm_root), "scratch", read_only=True)
+    try:
+        header, _ = af.read_array_header(fd, str(shm_root / "scratch"), st.st_size)
+    finally:
+        os.close(fd)
+    if header.get("scoped") is not True:
+        pytest.skip(
+            'shmstore.scoped_array does not record "scoped": true in the array header, '
+            "so its array cannot be told from one made by create()"
+        )
+    (entry,) = js("ls")["entries"]
+    assert entry["leftover"] is True and "array (scoped, leftover)" in ok("ls").stdout
+    (dry,) = js("gc", "--dry-run")["reclaimed"]
+    assert dry["kind"] == "scoped-array" and dry["pid"] == proc.pid
+    assert js("gc")["reclaimed"] == [dry]
+    assert js("ls")["entries"] == []
 
 
 def test_creator_alive() -> None:

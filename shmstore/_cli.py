@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -846,19 +847,36 @@ def _array_info(root: str, record: dict[str, Any], as_json: bool) -> None:
 
 
 @main.command("rm")
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1)
+@click.option(
+    "--idle",
+    metavar="DURATION",
+    help="Delete the namespaces not modified for longer than DURATION (90s, 30m, 2h, 7d); "
+    "with NAMES, only those of them.",
+)
 @click.option("-y", "--yes", is_flag=True, help="Delete without asking for confirmation.")
 @_root_option
 @_json_option
-def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: bool) -> None:
+def rm_command(
+    names: tuple[str, ...], idle: str | None, yes: bool, root: str | None, as_json: bool
+) -> None:
     """Delete namespaces (every segment) and named arrays: NAMES or globs.
 
     Asks for confirmation unless -y. A name or pattern that matches nothing is
-    refused before anything is deleted. Processes that still map the data keep
-    reading it until they drop it.
+    refused before anything is deleted, and so is an --idle that selects
+    nothing. Processes that still map the data keep reading it until they drop
+    it.
     """
+    if not names and idle is None:
+        raise click.UsageError("Missing argument 'NAMES...': name what to delete, or pass --idle")
+    limit = None if idle is None else _parse_duration(idle, "--idle")
     root = _resolve(root)
-    targets, problems = _select(root, names)
+    if names:
+        targets, problems = _select(root, names)
+    else:
+        targets, _, problems = _scan(root)
+    if limit is not None:
+        targets = _idle(root, targets, limit, idle or "")
     if not as_json:
         _report(problems)
     if not yes:
@@ -871,8 +889,10 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
                 "confirmation-required",
             )
         click.echo(f"This deletes from {root}:", err=True)
+        now = time.time()
         for r in targets:
-            click.echo(f"  {r['kind']} {r['name']} ({_size(r['shm_bytes'])})", err=True)
+            idle_for = f", idle {_duration(now - r['_modified'])}" if limit is not None else ""
+            click.echo(f"  {r['kind']} {r['name']} ({_size(r['shm_bytes'])}{idle_for})", err=True)
         click.confirm("Delete?", abort=True, err=True)
     removed, failed = [], []
     for r in targets:
@@ -908,6 +928,62 @@ def rm_command(names: tuple[str, ...], yes: bool, root: str | None, as_json: boo
             click.echo(f"Error: could not remove {f['kind']} {f['name']}: {f['error']}", err=True)
     if failed:
         click.get_current_context().exit(1)
+
+
+def _parse_duration(value: str, option: str) -> float:
+    """Seconds in *value* (``90s``, ``30m``, ``2h``, ``7d``, ``1 week``), as Dask parses them.
+
+    A bare number is refused: ``--idle 2`` would mean two seconds to Dask, which
+    is rarely what deleting "idle for 2" means.
+    """
+    text = value.strip()
+    hint = "(e.g. 90s, 30m, 2h, 7d)"
+    if not text or text[-1].isdigit():
+        raise click.BadParameter(f"{value!r} needs a unit {hint}", param_hint=option)
+    # dask (a core dependency) parses durations like its own timeouts: loaded for --idle only.
+    from dask.utils import parse_timedelta
+
+    try:
+        seconds = parse_timedelta(text)
+    except (ValueError, KeyError, TypeError) as e:
+        raise click.BadParameter(f"{value!r} is not a duration {hint}", param_hint=option) from e
+    if not seconds or seconds < 0:
+        raise click.BadParameter("must be longer than 0 seconds", param_hint=option)
+    return float(seconds)
+
+
+def _duration(seconds: float) -> str:
+    """``"2h 5m"``: a time span for people, in its two largest units."""
+    parts = []
+    rest = max(int(seconds), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return " ".join(parts[:2])
+
+
+def _idle(
+    root: str, records: list[dict[str, Any]], limit: float, given: str
+) -> list[dict[str, Any]]:
+    """The namespaces of *records* not modified for more than *limit* seconds; refuse none."""
+    now = time.time()
+    namespaces = [r for r in records if r["kind"] == "namespace"]
+    chosen = [r for r in namespaces if now - r["_modified"] > limit]
+    if not chosen:
+        most = max(namespaces, key=lambda r: now - r["_modified"], default=None)
+        longest = (
+            f"; the longest idle, {most['name']!r}, was modified "
+            f"{_duration(now - most['_modified'])} ago"
+            if most
+            else ""
+        )
+        raise _UserError(
+            f"no namespace in {root} has been idle for more than {given}{longest}; "
+            "see `shmstore ls`",
+            "not-found",
+        )
+    return chosen
 
 
 def _delete(root: str, record: dict[str, Any]) -> None:

@@ -809,6 +809,67 @@ def test_rm_confirms_on_a_terminal(shm_root: Path) -> None:
     assert names(js("ls")) == ["b"]
 
 
+def age(root: Path, name: str, seconds: float) -> None:
+    """Make the entry *name* look untouched (and created) *seconds* ago."""
+    then = time.time() - seconds
+    top = root / name
+    if top.is_dir():
+        meta = top / ".shmstore" / "state" / "meta.json"
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "created": then}))
+    for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
+        os.utime(path, (then, then), follow_symlinks=False)
+
+
+def test_rm_idle(shm_root: Path) -> None:
+    make_climate()
+    for name in ("old-1", "old-2", "fresh"):
+        zarr.create_array(shmstore.SharedMemoryStore(name), name="x", shape=(4,), dtype="i1")
+    for name in ("old-1", "old-2", "climate"):
+        age(shm_root, name, 3 * 3600)
+    if inventory.named_arrays_available():
+        create_array("old-array", (4,), "f8")
+        age(shm_root, "old-array", 3 * 3600)  # arrays are never chosen by --idle
+    msg = fails("rm", "--idle", "2h")
+    assert "not a terminal" in msg and "'old-1'" in msg and "'fresh'" not in msg
+    payload = js("rm", "--idle", "2h", "-y", "old-*", "fresh")  # NAMES narrow it down
+    assert [r["name"] for r in payload["removed"]] == ["old-1", "old-2"]
+    assert "climate" in names(js("ls")) and "fresh" in names(js("ls"))
+    (line,) = ok("rm", "--idle", "150m", "-y").stdout.splitlines()
+    assert line.startswith("removed namespace climate ")
+    assert sorted(names(js("ls"))) == sorted(
+        ["fresh"] + (["old-array"] if inventory.named_arrays_available() else [])
+    )
+    msg = fails("rm", "--idle", "2h", "-y")
+    assert "no namespace in" in msg and "idle for more than 2h" in msg
+    assert "the longest idle, 'fresh', was modified" in msg
+    result = cli("rm", "--idle", "2h", "-y", "--json")
+    assert result.exit_code == 1 and json.loads(result.stdout)["kind"] == "not-found"
+    assert "fresh" in names(js("ls"))
+
+
+def test_rm_idle_durations(shm_root: Path) -> None:
+    shmstore.SharedMemoryStore("a")
+    for bad, why in (("2", "needs a unit"), ("lots", "is not a duration"), ("0s", "longer than 0")):
+        result = cli("rm", "--idle", bad, "-y")
+        assert result.exit_code == 2 and "--idle" in result.stderr and why in result.stderr
+    for good in ("90s", "30m", "1.5h", "7d", "1 week"):
+        assert "idle for more than" in fails("rm", "--idle", good, "-y")
+    result = cli("rm")
+    assert result.exit_code == 2 and "--idle" in result.stderr
+    assert names(js("ls")) == ["a"]
+
+
+def test_rm_idle_confirms_on_a_terminal(shm_root: Path) -> None:
+    shmstore.SharedMemoryStore("stale")
+    shmstore.SharedMemoryStore("busy")
+    age(shm_root, "stale", 7200)
+    rc, out = _run_in_pty(["rm", "--idle", "1h"], b"y\n")
+    assert rc == 0, out
+    assert "namespace stale (0 B, idle 2h" in out and "busy" not in out
+    assert "removed namespace stale" in out
+    assert names(js("ls")) == ["busy"]
+
+
 # ----------------------------------------------------------------------- gc
 WRITER = textwrap.dedent(
     """

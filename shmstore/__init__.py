@@ -22,6 +22,7 @@ _LAZY = {
     "save": "shmstore._transfer",
     "load": "shmstore._transfer",
     "ForeignEntryError": "shmstore._errors",
+    "NamespaceDestroyedError": "shmstore._errors",
     "SharedMemoryFileSystem": "shmstore._fs",
     "open_store": "shmstore._urls",
     "persist": "shmstore._dask",
@@ -48,6 +49,7 @@ __all__ = [
     "Lock",
     "LockTimeoutError",
     "NamedArray",
+    "NamespaceDestroyedError",
     "SharedMemoryFileSystem",
     "SharedMemoryFullError",
     "SharedMemoryStore",
@@ -70,7 +72,12 @@ if TYPE_CHECKING:
     from shmstore._arrays import ArrayInfo, NamedArray, attach, create, delete, scoped_array
     from shmstore._cache import CachingStore
     from shmstore._dask import persist
-    from shmstore._errors import CapacityExceededError, ForeignEntryError, SharedMemoryFullError
+    from shmstore._errors import (
+        CapacityExceededError,
+        ForeignEntryError,
+        NamespaceDestroyedError,
+        SharedMemoryFullError,
+    )
     from shmstore._fs import SharedMemoryFileSystem
     from shmstore._inventory import destroy, namespaces
     from shmstore._lock import Lock, LockTimeoutError

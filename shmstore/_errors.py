@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import errno
 
-__all__ = ["CapacityExceededError", "ForeignEntryError", "SharedMemoryFullError"]
+__all__ = [
+    "CapacityExceededError",
+    "ForeignEntryError",
+    "NamespaceDestroyedError",
+    "SharedMemoryFullError",
+]
 
 
 def _human(n: int) -> str:
@@ -98,6 +103,33 @@ class CapacityExceededError(SharedMemoryFullError):
 
     def __reduce__(self) -> tuple[type, tuple[str, int, int, int]]:  # type: ignore[override]
         return (type(self), (self.namespace, self.requested, self.available, self.capacity))
+
+
+class NamespaceDestroyedError(OSError):
+    """The namespace a ``shm://`` path refers to was destroyed behind this process's back.
+
+    Raised for a value read or a chunk written through a filesystem that was
+    using the namespace, so that a zarr array opened by URL before the destroy
+    fails instead of reading fill values (zarr's ``FsspecStore`` takes a
+    ``FileNotFoundError`` for a missing key) or re-creating the namespace with
+    a stray chunk. Not a ``FileNotFoundError`` for that reason; ``errno`` is
+    ``ENOENT``.
+    """
+
+    def __init__(self, namespace: str, root: str) -> None:
+        self.namespace = namespace
+        self.root = root
+        super().__init__(errno.ENOENT, str(self))
+
+    def __str__(self) -> str:
+        return (
+            f"namespace {self.namespace!r} in {self.root} was destroyed while this process "
+            "was using it; create it again (write its zarr.json, fs.mkdir, or "
+            "SharedMemoryStore(...)) and reopen the array"
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        return (type(self), (self.namespace, self.root))
 
 
 class ForeignEntryError(FileExistsError):

@@ -58,10 +58,10 @@ from fsspec.asyn import AsyncFileSystem, get_loop, sync
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 from fsspec.utils import stringify_path
 
-from shmstore._errors import ForeignEntryError
+from shmstore._errors import ForeignEntryError, NamespaceDestroyedError
 from shmstore._keyspace import Keyspace, Stat, in_thread
-from shmstore._names import check_key, resolve_root, strip_scheme
-from shmstore._namespace import iter_namespaces
+from shmstore._names import check_key, is_metadata_key, resolve_root, strip_scheme
+from shmstore._namespace import is_namespace_dir, iter_namespaces
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable
@@ -75,6 +75,8 @@ _FILE = "file"
 _KEYSPACES = 64
 # (root, namespace, mode) -> its keyspace, the most recently used last
 _keyspaces: collections.OrderedDict[tuple[str, str, int], Keyspace] = collections.OrderedDict()
+# Namespaces found destroyed behind the filesystems' back (see _keyspace).
+_destroyed: set[tuple[str, str, int]] = set()
 
 
 def _now(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -194,8 +196,14 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             )
         return name, key, self._keyspace(name)
 
-    def _keyspace(self, name: str, *, create: bool = False) -> Keyspace:
-        """The keyspace of namespace *name* (one ``stat`` to check it is still there)."""
+    def _keyspace(self, name: str, *, create: bool = False, strict: bool = False) -> Keyspace:
+        """The keyspace of namespace *name* (one ``stat`` to check it is still there).
+
+        With *strict* (a value read, a chunk write), a namespace that was
+        destroyed while this process was using it, by another process or
+        another handle, is :class:`NamespaceDestroyedError`: never read as
+        missing keys (fill values to zarr) nor re-created by a chunk.
+        """
         cache = _keyspaces
         ident = (self.root, name, self.mode)
         ks = cache.get(ident)
@@ -203,6 +211,12 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
             with contextlib.suppress(KeyError):
                 cache.move_to_end(ident)
             return ks
+        if ks is not None:
+            _destroyed.add(ident)  # behind our back: the filesystem did not do it
+            with contextlib.suppress(KeyError):
+                del cache[ident]
+        if strict and ident in _destroyed and not is_namespace_dir(self.root, name):
+            raise NamespaceDestroyedError(name, self.root)
         try:
             ks = Keyspace(name, self.root, create=create, mode=self.mode)
         except FileNotFoundError:
@@ -212,11 +226,18 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
                 f"shm://{name}/ or fs.mkdir({name!r}) creates it",
                 f"shm://{name}",
             ) from None
+        _destroyed.discard(ident)
         cache[ident] = ks
         while len(cache) > _KEYSPACES:
             with contextlib.suppress(KeyError):
                 cache.popitem(last=False)
         return ks
+
+    def _destroy(self, name: str, ks: Keyspace) -> None:
+        """Destroy namespace *name* on purpose (not behind this filesystem's back)."""
+        ks.destroy()
+        with contextlib.suppress(KeyError):
+            del _keyspaces[(self.root, name, self.mode)]
 
     def _namespaces(self) -> list[str]:
         """Names of this user's namespaces in the root."""
@@ -341,8 +362,17 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         name, key = self._split_key(
             path, "shm://{name} is a namespace, not a file; read shm://{name}/<key>"
         )
-        ns = self._keyspace(name)
-        view = await self._call(ns, ns.get, key)
+        # A value (not a metadata document, whose absence zarr needs to see to
+        # create a hierarchy) of a namespace destroyed meanwhile: an error zarr
+        # does not take for a missing key.
+        strict = not is_metadata_key(key)
+        ns = self._keyspace(name, strict=strict)
+        try:
+            view = await self._call(ns, ns.get, key)
+        except FileNotFoundError:
+            if not strict or is_namespace_dir(self.root, name):
+                raise
+            raise NamespaceDestroyedError(name, self.root) from None
         if view is None:
             st = await self._kstat(ns, key)
             if st is not None and st[0] == _DIR:
@@ -401,7 +431,10 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         if isinstance(value, str):
             raise TypeError(f"pipe_file value for {path!r} must be bytes-like, not str")
         check_key(key)
-        ns = self._keyspace(name, create=True)
+        # A Zarr metadata document creates the namespace it names, as zarr and
+        # xarray do when they write a new hierarchy by URL; a chunk written into
+        # a namespace destroyed meanwhile is refused rather than leaving a stray.
+        ns = self._keyspace(name, create=True, strict=not is_metadata_key(key))
         if not await self._call(ns, lambda: ns.set(key, value, exclusive=mode == "create")):
             raise FileExistsError(
                 errno.EEXIST, f"key {key!r} already exists in namespace {name!r}", path
@@ -438,7 +471,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         name, key, ns = self._split_removable(path)
         if not key:
             if not await self._kkeys(ns, ""):
-                ns.destroy()
+                self._destroy(name, ns)
             elif not recursive:
                 raise IsADirectoryError(
                     errno.EISDIR,
@@ -492,7 +525,7 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         if await self._kkeys(ns, f"{key}/" if key else ""):
             raise OSError(errno.ENOTEMPTY, f"{path!r} is not empty", path)
         if not key:
-            ns.destroy()
+            self._destroy(name, ns)
         # an empty directory inside a namespace is implicit: nothing to remove
 
     async def _mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:

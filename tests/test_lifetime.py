@@ -212,3 +212,19 @@ def test_attach_of_a_namespace_says_what_it_is(shm_root: Path) -> None:
         with pytest.raises(FileExistsError) as err:
             call("climate")
         assert "namespace" in str(err.value) and "shmstore.destroy('climate')" in str(err.value)
+
+
+# ------------------------------------------------------------- shm:// URLs
+def test_an_array_opened_by_url_fails_after_a_destroy(shm_root: Path) -> None:
+    z = zarr.create_array("shm://byurl/t", shape=(4, 4), chunks=(2, 2), dtype="i4", fill_value=-1)
+    z[:] = 7
+    run_python("import shmstore; shmstore.destroy('byurl')")
+    with pytest.raises(shmstore.NamespaceDestroyedError, match="byurl"):
+        z[:]  # never the fill value
+    with pytest.raises(shmstore.NamespaceDestroyedError, match="byurl"):
+        z[0, 0] = 5  # never a stray chunk in a re-created namespace
+    assert not (shm_root / "byurl").exists()
+    # Writing a new hierarchy by URL creates the namespace, which old arrays follow.
+    z2 = zarr.create_array("shm://byurl/t", shape=(4, 4), chunks=(2, 2), dtype="i4")
+    z2[:] = 3
+    assert int(z[:].sum()) == 48

@@ -58,9 +58,12 @@ class SharedMemoryFullError(OSError):
 
     def __str__(self) -> str:
         spill = "give the namespace a spill tier (spill=...), " if self.kind == "namespace" else ""
+        asked, left = _human(self.requested), _human(self.available)
+        if asked == left:  # rounded alike: the bytes say why it does not fit
+            asked, left = f"{self.requested:,} B", f"{self.available:,} B"
         return (
             f"no room in shared memory for {self.kind} {self.namespace!r}: asked for "
-            f"{_human(self.requested)}, {_human(self.available)} left in {self.where}. "
+            f"{asked}, {left} left in {self.where}. "
             f"Free space with `shmstore rm`/`shmstore gc`, {spill}or enlarge the tmpfs "
             "(Docker: --shm-size=4g)."
         )

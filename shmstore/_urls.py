@@ -63,7 +63,7 @@ def open_store(
         raise ValueError(
             f"URL {url!r} names {path!r} inside namespace {namespace!r}; open_store takes "
             f"the namespace only: zarr.open_array(shmstore.open_store('shm://{namespace}'), "
-            f"path={path!r})"
+            f"path={path!r}) (or zarr.open_group(..., path={path!r}) for a group)"
         )
     options = {**(storage_options or {}), **kwargs}
     options.pop("asynchronous", None)  # an fsspec option; the store is async-native

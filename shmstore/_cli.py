@@ -319,6 +319,15 @@ def _report(problems: Iterable[inventory.Problem]) -> None:
         _warn(str(p))
 
 
+def _problems_json(problems: Iterable[inventory.Problem]) -> list[dict[str, Any]]:
+    """The ``"problems"`` of a ``--json`` output: each skipped entry, once."""
+    return [p.to_dict() for p in problems]
+
+
+def _nbytes(leftovers: Iterable[inventory.Leftover]) -> int:
+    return sum(lo.nbytes for lo in leftovers)
+
+
 def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
     spilled = ns.spilled
     return {
@@ -457,9 +466,8 @@ def _leftover_name(root: str, lo: inventory.Leftover) -> str:
 
 def _leftovers_line(leftovers: list[inventory.Leftover]) -> str:
     """What ``gc`` would free, for the end of ``ls`` and ``du``."""
-    n = sum(lo.nbytes for lo in leftovers)
     return (
-        f"`shmstore gc` would free {_human(n)}: "
+        f"`shmstore gc` would free {_human(_nbytes(leftovers))}: "
         f"{_plural(len(leftovers), 'leftover')} of dead processes"
     )
 
@@ -485,8 +493,8 @@ def ls_command(pattern: str | None, root: str | None, as_json: bool) -> None:
                 "root": root,
                 "entries": [_public(r) for r in records],
                 "leftovers": [lo.to_dict() for lo in leftovers],
-                "reclaimable_bytes": sum(lo.nbytes for lo in leftovers),
-                "problems": [p.to_dict() for p in problems],
+                "reclaimable_bytes": _nbytes(leftovers),
+                "problems": _problems_json(problems),
             }
         )
         return
@@ -570,9 +578,8 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
     # Transient root entries belong to no entry: counted on their own. Other
     # leftovers lie inside an entry's tree (or are one) and are counted there.
     loose = [lo for lo in leftovers if lo.kind == "transient"]
-    total_shm = sum(row["shm_bytes"] for row in rows) + sum(lo.nbytes for lo in loose)
+    total_shm = sum(row["shm_bytes"] for row in rows) + _nbytes(loose)
     total_spill = sum(row["spilled_bytes"] or 0 for row in rows)
-    reclaimable = sum(lo.nbytes for lo in leftovers)
     warnings_ = _fs_warnings(fs)
     if as_json:
         _emit_json(
@@ -584,11 +591,11 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                     "shm_bytes": total_shm,
                     "spilled_bytes": total_spill,
                     "total_bytes": total_shm + total_spill,
-                    "reclaimable_bytes": reclaimable,
+                    "reclaimable_bytes": _nbytes(leftovers),
                 },
                 "filesystem": fs.to_dict(),
                 "warnings": warnings_,
-                "problems": [p.to_dict() for p in problems],
+                "problems": _problems_json(problems),
             }
         )
         return
@@ -869,14 +876,14 @@ def rm_command(
     """
     if not names and idle is None:
         raise click.UsageError("Missing argument 'NAMES...': name what to delete, or pass --idle")
-    limit = None if idle is None else _parse_duration(idle, "--idle")
+    limit = None if idle is None else (idle, _parse_duration(idle, "--idle"))
     root = _resolve(root)
     if names:
         targets, problems = _select(root, names)
     else:
         targets, _, problems = _scan(root)
     if limit is not None:
-        targets = _idle(root, targets, limit, idle or "")
+        targets = _idle(root, targets, *limit)
     if not as_json:
         _report(problems)
     if not yes:
@@ -915,7 +922,7 @@ def rm_command(
         )
     if as_json:
         out = {"root": root, "removed": removed, "failed": failed}
-        _emit_json({**out, "problems": [p.to_dict() for p in problems]})
+        _emit_json({**out, "problems": _problems_json(problems)})
     else:
         for r in removed:
             click.echo(f"removed {r['kind']} {r['name']} ({_size(r['shm_bytes'])})")
@@ -964,9 +971,12 @@ def _duration(seconds: float) -> str:
 
 
 def _idle(
-    root: str, records: list[dict[str, Any]], limit: float, given: str
+    root: str, records: list[dict[str, Any]], given: str, limit: float
 ) -> list[dict[str, Any]]:
-    """The namespaces of *records* not modified for more than *limit* seconds; refuse none."""
+    """The namespaces of *records* not modified for more than *limit* seconds; refuse none.
+
+    *given* is the duration as the user wrote it, for the message.
+    """
     now = time.time()
     namespaces = [r for r in records if r["kind"] == "namespace"]
     chosen = [r for r in namespaces if now - r["_modified"] > limit]
@@ -1021,12 +1031,11 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
             # One leftover that cannot be removed does not keep the others.
             failed.append({**lo.to_dict(), "error": _one_line(e)})
     freed = sum(d["nbytes"] for d in done)
-    problems = [p.to_dict() for p in scan.problems]
     if as_json:
         out = {"root": root, "dry_run": dry_run, "reclaimed": done, "reclaimed_bytes": freed}
-        _emit_json({**out, "failed": failed, "problems": problems})
+        _emit_json({**out, "failed": failed, "problems": _problems_json(scan.problems)})
     else:
-        _print_reclaimed(root, done, dry_run)
+        _print_reclaimed(root, done, freed, dry_run)
         _report(scan.problems)
         for f in failed:
             _warn(f"could not reclaim {f['path']}: {f['error']}")
@@ -1034,7 +1043,7 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
         click.get_current_context().exit(1)
 
 
-def _print_reclaimed(root: str, done: list[dict[str, Any]], dry_run: bool) -> None:
+def _print_reclaimed(root: str, done: list[dict[str, Any]], freed: int, dry_run: bool) -> None:
     console = _console()
     if not done:
         console.print(f"nothing to reclaim in {root}")
@@ -1046,7 +1055,6 @@ def _print_reclaimed(root: str, done: list[dict[str, Any]], dry_run: bool) -> No
         right=("PID", "SIZE"),
     )
     verb = "would reclaim" if dry_run else "reclaimed"
-    freed = sum(d["nbytes"] for d in done)
     console.print(f"{verb} {_plural(len(done), 'entry', 'entries')}, {_human(freed)}")
 
 

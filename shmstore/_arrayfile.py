@@ -485,9 +485,17 @@ def open_lock_target(root: str, name: str) -> tuple[int, str]:
         raise
 
 
-def array_meta(shape: list[int], dtype: Any, order: str, nbytes: int) -> dict[str, Any]:
-    """The header document of a new named array (*dtype* as ``numpy.lib.format`` spells it)."""
+def array_meta(
+    shape: list[int], dtype: Any, order: str, nbytes: int, *, scoped: bool = False
+) -> dict[str, Any]:
+    """The header document of a new named array (*dtype* as ``numpy.lib.format`` spells it).
+
+    A *scoped* array (``shmstore.scoped_array``) records it, with its creator's
+    pid: ``shmstore gc`` reclaims it if that process died before its block ended.
+    """
+    extra: dict[str, Any] = {"scoped": True} if scoped else {}
     return {
+        **extra,
         "format": "shmstore-array",
         "shape": shape,
         "dtype": dtype,

@@ -681,12 +681,41 @@ def create(
     7.0
     >>> shmstore.delete("doc-frames")
     """
+    return _create(
+        name,
+        shape,
+        dtype,
+        fill=fill,
+        exist_ok=exist_ok,
+        root=root,
+        order=order,
+        mode=mode,
+        populate=populate,
+        scoped=False,
+    )
+
+
+def _create(
+    name: str,
+    shape: int | tuple[int, ...],
+    dtype: DTypeLike = float,
+    *,
+    fill: ArrayLike | None = None,
+    exist_ok: bool = False,
+    root: str | os.PathLike[str] | None = None,
+    order: str = "C",
+    mode: int = 0o600,
+    populate: bool = False,
+    scoped: bool,
+) -> NamedArray:
+    """:func:`create`; a *scoped* array says so in its header (``shmstore gc``
+    reclaims it if its creator dies before the block ends)."""
     name = check_name(name, "array")
     dims, dt = _normalize(shape, dtype, order)
     root = _root(root)
     nbytes = math.prod(dims) * dt.itemsize
     write_data, later = _fill_plan(fill, dims, dt, order, nbytes)
-    meta = af.array_meta(builtins.list(dims), _dtype_to_json(dt), order, nbytes)
+    meta = af.array_meta(builtins.list(dims), _dtype_to_json(dt), order, nbytes, scoped=scoped)
     for _ in range(8):
         try:
             fd = af.create_array_file(root, name, meta, nbytes, write_data=write_data, mode=mode)
@@ -856,7 +885,7 @@ def scoped_array(
     """
     if kwargs.get("exist_ok"):
         raise ValueError("scoped_array() deletes the array it creates; exist_ok is not allowed")
-    arr = create(name, shape, dtype, **kwargs)
+    arr = _create(name, shape, dtype, scoped=True, **kwargs)
     m = arr._mapping()
     try:
         yield arr

@@ -1031,11 +1031,19 @@ def gc_command(dry_run: bool, root: str | None, as_json: bool) -> None:
             # One leftover that cannot be removed does not keep the others.
             failed.append({**lo.to_dict(), "error": _one_line(e)})
     freed = sum(d["nbytes"] for d in done)
+    # Capacity that writers killed mid-write held, and counts a kill left off.
+    recounted = [] if dry_run else inventory.recount_counters(root)
     if as_json:
         out = {"root": root, "dry_run": dry_run, "reclaimed": done, "reclaimed_bytes": freed}
+        out["recounted"] = recounted
         _emit_json({**out, "failed": failed, "problems": _problems_json(scan.problems)})
     else:
         _print_reclaimed(root, done, freed, dry_run)
+        for r in recounted:
+            _console().print(
+                f"recounted {r['namespace']}: {_human(r['before'])} accounted, "
+                f"{_human(r['after'])} held"
+            )
         _report(scan.problems)
         for f in failed:
             _warn(f"could not reclaim {f['path']}: {f['error']}")

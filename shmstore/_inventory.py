@@ -62,11 +62,13 @@ from shmstore._namespace import (
     describe_dir,
     entry_blocks,
     is_namespace_dir,
+    iter_namespaces,
     node_paths,
     remove_entry,
     tree_usage,
 )
 from shmstore._posix import creator_alive, lock_holders, root_fd
+from shmstore._usage import Usage
 
 __all__ = [
     "ArrayEntry",
@@ -691,6 +693,36 @@ def scan_root(
         elif pattern is None or fnmatch.fnmatchcase(name, pattern):
             scanner.entry(name)
     return scanner.out
+
+
+def recount_counters(root: str) -> list[dict[str, Any]]:
+    """Rebuild the byte counters of your tiered namespaces and caches from their files.
+
+    What ``shmstore gc`` runs after reclaiming leftovers: reservations of
+    writers that died go back, and a count that a kill left off is set right.
+    Namespaces that are not trusted (see :func:`scan_root`) are left alone.
+
+    Returns
+    -------
+    list of dict
+        ``{"namespace", "before", "after"}`` for each counter that changed.
+    """
+    changed = []
+    for name in iter_namespaces(root):
+        try:
+            meta, _ = describe_dir(root, name)
+            if not (isinstance(meta.get("tiering"), dict) or isinstance(meta.get("cache"), dict)):
+                continue
+            usage = Usage(Namespace.open(name, root, create=False))
+            with usage.locked() as st:
+                before = st.used + st.pending
+                usage.heal(st, force=True)
+                after = st.used + st.pending
+        except (OSError, ForeignEntryError):
+            continue  # gone meanwhile, or not trusted: scan_root reports those
+        if before != after:
+            changed.append({"namespace": name, "before": before, "after": after})
+    return changed
 
 
 def describe_entry(root: str, name: str) -> NamespaceEntry | ArrayEntry:

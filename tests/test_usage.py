@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from zarr.core.buffer import cpu
 
 from shmstore import SharedMemoryStore
+from shmstore._cli import main
 from shmstore._usage import parse_capacity
 
 # A writer that stops after copying its value, before installing it: its
@@ -127,3 +130,20 @@ def test_many_writers_never_pass_the_capacity(shm_root: Path, tmp_path: Path) ->
 @pytest.mark.parametrize(("text", "value"), [("4 GiB", 4 << 30), ("512 MB", 512 * 10**6), (7, 7)])
 def test_parse_capacity(text: str | int, value: int) -> None:
     assert parse_capacity(text) == value
+
+
+def test_gc_gives_back_what_killed_writers_held(shm_root: Path, tmp_path: Path) -> None:
+    spill = tmp_path / "spill"
+    store = SharedMemoryStore("cap", capacity=300_000, spill=spill)
+    _kill_while_reserved(spill)
+    tiers = store._keyspace().tiers
+    assert tiers is not None
+    with tiers.usage.locked() as st:
+        assert st.used + st.pending == 200_000  # held by a dead writer
+    result = CliRunner().invoke(main, ["gc", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["recounted"] == [{"namespace": "cap", "before": 200_000, "after": 0}]
+    assert out["reclaimed"] and out["reclaimed"][0]["kind"] == "partial-write"
+    with tiers.usage.locked() as st:
+        assert st.used + st.pending == 0

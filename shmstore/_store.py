@@ -94,6 +94,7 @@ class SharedMemoryStore(Store):
     ----------
     supports_writes
     supports_deletes
+    supports_partial_writes
     supports_listing
 
     Examples
@@ -106,6 +107,8 @@ class SharedMemoryStore(Store):
 
     supports_writes: bool = True
     supports_deletes: bool = True
+    # zarr < 3.1.3 declares partial writes abstract; zarr no longer makes them.
+    supports_partial_writes: bool = False
     supports_listing: bool = True
 
     _ns: Namespace | None
@@ -385,6 +388,14 @@ class SharedMemoryStore(Store):
             await self._tiers.set_if_not_exists(key, value)
             return
         ns.write(key, value.as_numpy_array(), exclusive=True)
+
+    async def set_partial_values(
+        self, key_start_values: Iterable[tuple[str, int, bytes | bytearray | memoryview]]
+    ) -> None:
+        """Not supported (``supports_partial_writes`` is false): values are written whole."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support partial writes; set the whole value instead"
+        )
 
     async def delete(self, key: str) -> None:
         # docstring inherited

@@ -125,6 +125,8 @@ class CachingStore(Store):
 
     supports_writes: bool = False
     supports_deletes: bool = False
+    # zarr < 3.1.3 declares partial writes abstract; zarr no longer makes them.
+    supports_partial_writes: bool = False
     supports_listing: bool = True
 
     _ks: Keyspace | None
@@ -432,6 +434,14 @@ class CachingStore(Store):
     async def delete(self, key: str) -> None:
         # docstring inherited
         self._check_writable()
+
+    async def set_partial_values(
+        self, key_start_values: Iterable[tuple[str, int, bytes | bytearray | memoryview]]
+    ) -> None:
+        """Not supported (``supports_partial_writes`` is false); the cache is read-only."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support partial writes; it is a read-only cache"
+        )
 
     def _check_writable(self) -> None:
         # ValueError, as zarr's own read-only stores raise.

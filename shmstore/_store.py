@@ -81,6 +81,7 @@ class SharedMemoryStore(Store):
     ----------
     supports_writes
     supports_deletes
+    supports_partial_writes
     supports_listing
 
     Examples
@@ -93,8 +94,9 @@ class SharedMemoryStore(Store):
 
     supports_writes: bool = True
     supports_deletes: bool = True
-    supports_listing: bool = True
+    # zarr < 3.1.3 declares partial writes abstract; zarr no longer makes them.
     supports_partial_writes: bool = False
+    supports_listing: bool = True
 
     _ks: Keyspace | None
 

@@ -1,0 +1,1 @@
+"""Stress and fault tests: the short profile of ``benchmarks/soak.py`` and regressions it found."""

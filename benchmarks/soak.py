@@ -135,7 +135,7 @@ SHORT = Profile(
     namespaces=9,
     namespace_chunks=1_000,
     max_mappings=1_024,
-    fuzz_examples=100,
+    fuzz_examples=70,
 )
 
 
@@ -924,6 +924,12 @@ def _check_history(
             "reads": int(np.count_nonzero(in_ns)),
             "torn": int(np.count_nonzero(in_ns & ((r["status"] == TORN) | phantom))),
             "lost": int(np.count_nonzero(in_ns & (lost | missing))) + listing_lost[ns],
+            "lost_by_kind": {
+                "older value": int(np.count_nonzero(in_ns & lost & (r["status"] == GOT))),
+                "nothing": int(np.count_nonzero(in_ns & lost & (r["status"] == NONE))),
+                "spilled value gone": int(np.count_nonzero(in_ns & missing)),
+                "listing": listing_lost[ns],
+            },
             "read_errors": int(np.count_nonzero(in_ns & (r["status"] == ERROR))),
         }
     for v in examples.values():
@@ -1953,7 +1959,9 @@ def run_all(p: Profile, scenarios: tuple[str, ...], seed: int | None) -> list[di
 
 
 def _ops(report: dict[str, Any]) -> int:
-    return sum(v for v in report.get("operations", {}).values() if isinstance(v, int))
+    """Operations done: writes, deletes, reads, lists, examples, attempts."""
+    ops = report.get("operations", {})
+    return sum(v for k, v in ops.items() if k not in ("committed", "in_flight_at_kill"))
 
 
 def print_table(reports: list[dict[str, Any]]) -> None:

@@ -67,7 +67,7 @@ def test_a_key_moving_between_tiers_is_never_missing_for_a_reader(
     tier; a reader in another process must always get one of its two values."""
     store = _tiered(shm_root, tmp_path)
     store.set_sync("a/k", Buffer.from_bytes(b"s" * SMALL))
-    writer = _python(FLIPPER, str(SMALL), str(BIG), "4000")
+    writer = _python(FLIPPER, str(SMALL), str(BIG), "3000")
     assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
     reader = shmstore.SharedMemoryStore("t", root=shm_root, read_only=True)
     seen: collections.Counter[str] = collections.Counter()
@@ -194,7 +194,7 @@ def test_capacity_matches_files_after_a_writer_dies_holding_the_counter(
     install in progress), then gc: the accounted usage is what the files hold."""
     store = _tiered(shm_root, tmp_path, capacity=1 << 30)
     counter = Path(store.path, ".shmstore", "state", "usage")
-    for _ in range(3):
+    for _ in range(2):
         writer = _python(CHURN)
         assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
         fd = os.open(counter, os.O_RDWR)
@@ -226,7 +226,7 @@ s = shmstore.SharedMemoryStore("t")
 values = [B.from_bytes(bytes(n)) for n in (100, 5000, 20000, 70000)]
 print("ready", flush=True)
 sys.stdin.readline()
-for _ in range(1500):
+for _ in range(800):
     s.set_sync("k", random.choice(values))
 """
 

@@ -288,7 +288,7 @@ class CachingStore(Store):
         wait would leave its thread holding the lock.
         """
         delay = 0.0005
-        while (fd := ks.ns.lock_fill(key, blocking=False)) is None:
+        while (fd := ks.ns.lock_key(key, blocking=False)) is None:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.02)
         return fd
@@ -345,7 +345,7 @@ class CachingStore(Store):
         ks = self._handle()
         view = self._hit(ks, key)
         if view is None:
-            fd = ks.ns.lock_fill(key)
+            fd = ks.ns.lock_key(key)
             assert fd is not None
             try:
                 view = ks.get(key)
@@ -355,7 +355,7 @@ class CachingStore(Store):
                         return None
                     view = self._admit(ks, key, value)
             finally:
-                ks.ns.unlock_fill(key, fd)
+                ks.ns.unlock_key(key, fd)
         return to_buffer(view, prototype, byte_range)
 
     async def get(
@@ -379,7 +379,7 @@ class CachingStore(Store):
                         return None
                     view = self._admit(ks, key, value)
             finally:
-                ks.ns.unlock_fill(key, fd)
+                ks.ns.unlock_key(key, fd)
         return to_buffer(view, prototype, byte_range)
 
     async def get_partial_values(

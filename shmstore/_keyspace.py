@@ -59,7 +59,7 @@ from shmstore._namespace import SPILLED, Namespace
 from shmstore._usage import Usage, parse_capacity
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from zarr.abc.store import ByteRequest, Store
 
@@ -243,6 +243,17 @@ class Tiers:
         return old
 
 
+@contextlib.contextmanager
+def _key_lock(ns: Namespace, key: str) -> Iterator[None]:
+    """Hold the lock of *key* (see :meth:`Namespace.lock_key`)."""
+    fd = ns.lock_key(key)
+    assert fd is not None
+    try:
+        yield
+    finally:
+        ns.unlock_key(key, fd)
+
+
 def _fits(capacity: int | None, taken: int, delta: int) -> bool:
     return capacity is None or delta <= 0 or taken + delta <= capacity
 
@@ -424,12 +435,14 @@ class Keyspace:
             if tiers.spill is None:
                 return None
             marker = ns.lstat(key)
+            if marker is None or not stat.S_ISLNK(marker.st_mode):
+                continue  # replaced (or removed) since: look again
             buf = get_sync(tiers.spill, key, None, byte_range)
             if buf is not None:
                 view = _view(buf)
                 return view if wrap is None else wrap(view)
             now = ns.lstat(key)
-            if now is not None and marker is not None and now.st_ino == marker.st_ino:
+            if now is not None and now.st_ino == marker.st_ino:
                 raise SpillMissingError(
                     errno.EIO,
                     f"key {key!r} of namespace {self.name!r} spilled, but its spill store "
@@ -521,17 +534,24 @@ class Keyspace:
         if placed is None:
             return False
         spill = tiers.spill
-        was_marker = old is not None and stat.S_ISLNK(old.st_mode)
-        if placed:
-            if spill is not None and is_metadata_key(key):
-                call_sync(spill, "set", key, _buffer(data))  # the mirror
-            elif was_marker:
-                call_sync(spill, "delete", key)
+        if spill is None:
             return True
-        assert spill is not None
-        # Spill first, then the marker: a reader sees the old value or the new one.
-        call_sync(spill, "set_if_not_exists" if exclusive else "set", key, _buffer(data))
-        return tiers.mark(key, exclusive=exclusive)
+        # Each step that changes a key's spill copy holds the key's lock, so a
+        # writer removing the copy its value replaced never removes the copy
+        # a concurrent spilling writer just made (a marker to nothing).
+        if placed:
+            if is_metadata_key(key):
+                call_sync(spill, "set", key, _buffer(data))  # the mirror
+            elif old is not None and stat.S_ISLNK(old.st_mode):
+                with _key_lock(ns, key):
+                    cur = ns.lstat(key)
+                    if cur is not None and stat.S_ISREG(cur.st_mode):
+                        call_sync(spill, "delete", key)  # our value is in place
+            return True
+        with _key_lock(ns, key):
+            # Spill first, then the marker: a reader sees the old value or the new one.
+            call_sync(spill, "set_if_not_exists" if exclusive else "set", key, _buffer(data))
+            return tiers.mark(key, exclusive=exclusive)
 
     def delete(self, key: str) -> bool:
         """Remove *key* from every tier; return whether it existed."""
@@ -543,12 +563,13 @@ class Keyspace:
         if tiers is None:
             old = ns.delete(key)
             return old is not None
-        old = tiers.drop(key)
         spill = tiers.spill
-        if spill is not None and (
-            is_metadata_key(key) or (old is not None and stat.S_ISLNK(old.st_mode))
-        ):
-            call_sync(spill, "delete", key)
+        if spill is None:
+            return tiers.drop(key) is not None
+        with _key_lock(ns, key):
+            old = tiers.drop(key)
+            if is_metadata_key(key) or (old is not None and stat.S_ISLNK(old.st_mode)):
+                call_sync(spill, "delete", key)
         return old is not None
 
     def delete_dir(self, prefix: str) -> None:

@@ -597,19 +597,25 @@ class Namespace:
         return self._map(key, slot, gtok, ktok)
 
     def _map(self, key: str, slot: int, gtok: Any, ktok: Any) -> Any:
-        try:
-            fd = px.open_beneath(self._fd, key)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            self._cache.pop(key)
-            return None
-        except OSError as e:
-            if e.errno == errno.ELOOP:
+        for _ in range(8):
+            try:
+                fd = px.open_beneath(self._fd, key)
+                break
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                self._cache.pop(key)
+                return None
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
                 # Never followed: a spill marker if the key's own entry is the
-                # link, else a symlink planted on its path (no value).
+                # link, else a symlink planted on its path (no value). A value
+                # that replaced the marker since is opened again.
                 self._cache.pop(key)
                 st = self.lstat(key)
-                return SPILLED if st is not None and stat.S_ISLNK(st.st_mode) else None
-            raise
+                if st is None or not stat.S_ISREG(st.st_mode):
+                    return SPILLED if st is not None and stat.S_ISLNK(st.st_mode) else None
+        else:
+            raise OSError(f"key {key!r} of namespace {self.name!r} keeps changing while opened")
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -1003,23 +1009,25 @@ class Namespace:
                 if parent:
                     os.close(pfd)
 
-    # ------------------------------------------------------------ fill locks
+    # ------------------------------------------------------------- key locks
     @staticmethod
     def _fill_name(key: str) -> str:
         return f"{_FILL}/{hashlib.sha256(key.encode('utf-8', 'surrogateescape')).hexdigest()}"
 
-    def lock_fill(self, key: str, *, blocking: bool = True) -> int | None:
-        """Take the fill lock of *key* (a read-through cache's miss); return its descriptor.
+    def lock_key(self, key: str, *, blocking: bool = True) -> int | None:
+        """Take the lock of *key*; return its descriptor.
 
-        ``None`` if *blocking* is false and another process holds it. The
-        kernel releases it if the holder dies.
+        What a read-through cache's miss holds while it fetches, and what a
+        tiered namespace's writer holds while it moves a key's value into or
+        out of the spill tier. ``None`` if *blocking* is false and another
+        process holds it. The kernel releases it if the holder dies.
         """
         with contextlib.suppress(FileExistsError):
             os.mkdir(_FILL, 0o700, dir_fd=self._fd)
         return px.flock_recheck(self._fd, self._fill_name(key), blocking=blocking)
 
-    def unlock_fill(self, key: str, fd: int) -> None:
-        """Release (and remove) the fill lock of *key* taken by :meth:`lock_fill`."""
+    def unlock_key(self, key: str, fd: int) -> None:
+        """Release (and remove) the lock of *key* taken by :meth:`lock_key`."""
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._fill_name(key), dir_fd=self._fd)

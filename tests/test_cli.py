@@ -1008,7 +1008,7 @@ FILLER = textwrap.dedent(
 
     source = zarr.storage.LocalStore(sys.argv[1], read_only=True)
     cache = shmstore.CachingStore(source, namespace="cache")
-    fd = cache._handle().ns.lock_fill("x/c/0")  # the fill lock a miss takes before fetching
+    fd = cache._handle().ns.lock_key("x/c/0")  # the fill lock a miss takes before fetching
     print("filling", flush=True)
     sys.stdin.readline()
     """

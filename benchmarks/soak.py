@@ -121,7 +121,7 @@ class Profile:
 
 SHORT = Profile(
     name="short",
-    seconds=3.0,
+    seconds=2.5,
     writers=3,
     readers=2,
     kills=4,
@@ -135,7 +135,7 @@ SHORT = Profile(
     namespaces=9,
     namespace_chunks=1_000,
     max_mappings=1_024,
-    fuzz_examples=70,
+    fuzz_examples=50,
 )
 
 
@@ -1031,31 +1031,39 @@ def _fill_child(spec: dict[str, Any]) -> int:
         check(k, "after write")
         return ok
 
-    def delete_one() -> None:
+    def delete_one() -> int:
         k = rng.choice(sorted(live))
         store.delete_sync(keys[k])
         del live[k]
         c["deletes"] += 1
         check(k, "after delete")
+        return held.pop(k, 0)
 
     landed_bytes = 0
+    held: dict[int, int] = {}  # bytes of each key's value, where it landed or spilled
     for _ in range(100_000):
         if landed_bytes >= spec["rounds"] * fs_bytes:
             break
         size = rng.choice(FILL_SIZES)
-        if write(rng.randrange(len(keys)), size):
+        k = rng.randrange(len(keys))
+        if write(k, size):
             landed_bytes += size
-        elif live:
-            delete_one()  # full: make room, as an application would
+            held[k] = size
+        else:
+            freed = 0  # full: make room for it, as an application would
+            while live and freed < size:
+                freed += delete_one()
         if live and rng.random() < 0.1:
             delete_one()
     report: dict[str, Any] = {"tmpfs_bytes": fs_bytes, "landed_bytes": landed_bytes}
 
     if mode == "plain":
         # Fill it to the brim, then: a new namespace, a zarr array, named arrays.
-        k = 0
-        while write(k % len(keys), 64 * KiB) and k < 10_000:
-            k += 1
+        for size in (64 * KiB, 4 * KiB):  # to the last page
+            k = len(keys)
+            keys.extend(f"brim/{size}/{i}" for i in range(2 * fs_bytes // (64 * KiB)))
+            while k < len(keys) and write(k, size):
+                k += 1
         transient_before = sorted(n for n in os.listdir(root) if n.startswith(".shmstore-"))
         try:
             shmstore.SharedMemoryStore("fill-new", root=root)

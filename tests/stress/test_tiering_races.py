@@ -226,7 +226,7 @@ s = shmstore.SharedMemoryStore("t")
 values = [B.from_bytes(bytes(n)) for n in (100, 5000, 20000, 70000)]
 print("ready", flush=True)
 sys.stdin.readline()
-for _ in range(800):
+for _ in range(500):
     s.set_sync("k", random.choice(values))
 """
 

@@ -1709,6 +1709,16 @@ def linked_bookkeeping():
     os.mkdir(os.path.join(root, "fake-link"))
     os.symlink(os.path.join(ns, ".shmstore"), os.path.join(root, "fake-link", ".shmstore"))
 
+def killed_in_scope():
+    # A process of this user that dies inside a scoped store: its namespace stays
+    # behind for gc, marked scoped, with a dead creator.
+    pid = os.fork()
+    if pid == 0:
+        with shmstore.SharedMemoryStore("nobody-scoped", scoped=True):
+            os.kill(os.getpid(), 9)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status), status
+
 dead = os.fork()
 if dead == 0:
     os._exit(0)
@@ -1767,6 +1777,7 @@ attempt("create a namespace of its own",
         lambda: shmstore.SharedMemoryStore("nobody-ns").set_sync("k", B.from_bytes(b"mine")),
         plant=True)
 attempt("create a named array of its own", lambda: shmstore.create("nobody-arr", 4), plant=True)
+attempt("die inside a scoped store of its own", killed_in_scope, plant=True)
 print(json.dumps(results))
 """
 

@@ -67,7 +67,7 @@ def test_a_key_moving_between_tiers_is_never_missing_for_a_reader(
     tier; a reader in another process must always get one of its two values."""
     store = _tiered(shm_root, tmp_path)
     store.set_sync("a/k", Buffer.from_bytes(b"s" * SMALL))
-    writer = _python(FLIPPER, str(SMALL), str(BIG), "3000")
+    writer = _python(FLIPPER, str(SMALL), str(BIG), "2000")
     assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
     reader = shmstore.SharedMemoryStore("t", root=shm_root, read_only=True)
     seen: collections.Counter[str] = collections.Counter()
@@ -106,7 +106,7 @@ def test_writers_racing_on_one_spilled_key_leave_it_readable(
     racers = [_python(RACER, "s", str(SMALL)), _python(RACER, "b", str(BIG))]
     outcomes: collections.Counter[str] = collections.Counter()
     try:
-        for _ in range(300):
+        for _ in range(200):
             store.set_sync("k", Buffer.from_bytes(b"o" * BIG))  # spilled
             for r in racers:
                 assert r.stdin is not None

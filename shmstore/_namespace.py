@@ -100,6 +100,8 @@ _MARKERS = {
     },
 }
 _MAX_META_BYTES = 1 << 20
+# The clock of the mapping deadlines on the read path (as _readcache's).
+_monotonic = time.monotonic
 #: About what a new namespace's bookkeeping takes (directories, documents, the page).
 _BOOK_BYTES = 8 * 4096
 
@@ -260,6 +262,9 @@ class Namespace:
         self._tmp_fd = os.open(_TMP, px.O_DIR, dir_fd=dir_fd)
         self._cache = ReadCache()
         self._gen = Generations.open(dir_fd, _GEN, self.mode)
+        # The hit path of read() uses these two directly (docs/performance.md).
+        self._entries = self._cache.entries
+        self._page = self._gen.page
         self._meta_sig: tuple[int, int, int] | None = None
         # Closed when the last reference to the handle goes (never while a
         # store still uses it); views handed out keep their own mappings.
@@ -562,10 +567,18 @@ class Namespace:
             cached with it (the store wraps each chunk in a zarr buffer once,
             not on every read). Pass the same callable every time.
         """
-        ent = self._cache.get(key)
-        if ent is None or not ent.fresh(self._gen.page):
+        ent = self._entries.get(key)
+        page = self._page
+        if (
+            ent is None
+            or page is None
+            or page[0] != ent.gtok
+            or page[ent.slot] != ent.ktok
+            or _monotonic() >= ent.deadline
+        ):
             # A shmstore writer replaced or deleted a key of this slot since the
-            # mapping was validated (or it is new): check it with one system call.
+            # mapping was validated (or it is new), or the mapping is old: check
+            # it with one system call. Otherwise no system call at all.
             ent = self._validate(key, ent)
             if ent is None or ent is SPILLED:
                 return ent

@@ -17,6 +17,7 @@ from shmstore._keyspace import Keyspace, check_tiering, in_thread
 from shmstore._locations import supports_sync
 from shmstore._lock import Lock
 from shmstore._names import check_name, entry_path, resolve_root, split_url
+from shmstore._namespace import SPILLED
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -273,7 +274,12 @@ class SharedMemoryStore(Store):
         # The buffer over a chunk's mapping is made once and reused while the
         # mapping is valid (its memory is read-only, like the view's): a
         # repeated read is a dict lookup and two loads (docs/performance.md).
-        value = (self._ks or self._keyspace()).get(key, wrap=wrap, byte_range=byte_range)
+        ks = self._ks or self._keyspace()
+        if byte_range is None and wrap is not None:
+            value = ks.peek(key, wrap)
+            if value is not None and value is not SPILLED:
+                return value
+        value = ks.get(key, wrap, byte_range)
         if value is None or wrap is not None:
             return value
         return prototype.buffer.from_bytes(value)

@@ -145,7 +145,7 @@ ATTACH_CHILD = {
     "shmstore (root known)": """
         import shmstore
         attach = shmstore.attach
-        shmstore._segments.resolve_root()  # the one-time check of the root, untimed
+        shmstore._names.resolve_root()  # the one-time check of the root, untimed
         def once():
             a = attach(NAME)
             return a

@@ -121,7 +121,7 @@ class Profile:
 
 SHORT = Profile(
     name="short",
-    seconds=2.5,
+    seconds=2.0,
     writers=3,
     readers=2,
     kills=4,
@@ -133,9 +133,9 @@ SHORT = Profile(
     tmpfs_bytes=8 * MiB,
     scale_chunks=20_000,
     namespaces=9,
-    namespace_chunks=1_000,
-    max_mappings=1_024,
-    fuzz_examples=50,
+    namespace_chunks=600,
+    max_mappings=512,
+    fuzz_examples=40,
 )
 
 

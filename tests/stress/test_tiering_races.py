@@ -67,7 +67,7 @@ def test_a_key_moving_between_tiers_is_never_missing_for_a_reader(
     tier; a reader in another process must always get one of its two values."""
     store = _tiered(shm_root, tmp_path)
     store.set_sync("a/k", Buffer.from_bytes(b"s" * SMALL))
-    writer = _python(FLIPPER, str(SMALL), str(BIG), "2000")
+    writer = _python(FLIPPER, str(SMALL), str(BIG), "1500")
     assert writer.stdout is not None and writer.stdout.readline() == "ready\n"
     reader = shmstore.SharedMemoryStore("t", root=shm_root, read_only=True)
     seen: collections.Counter[str] = collections.Counter()

@@ -467,13 +467,7 @@ def open_lock_target(root: str, name: str) -> tuple[int, str]:
         raise
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise PermissionError(
-                errno.EACCES,
-                f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
-                "shmstore only locks your own arrays and namespaces",
-                path,
-            )
+        px.require_own(st, path, "locks your own arrays and namespaces")
         if stat.S_ISDIR(st.st_mode):
             return fd, "directory"
         if not stat.S_ISREG(st.st_mode):

@@ -162,17 +162,6 @@ def _dir_mode(mode: int) -> int:
     return 0o700 | (mode & 0o066) | ((mode & 0o044) >> 2)
 
 
-def _require_own(st: os.stat_result, path: str, what: str) -> None:
-    """Refuse an entry of another user: ``PermissionError`` saying what shmstore *what*."""
-    if st.st_uid != os.geteuid():
-        raise PermissionError(
-            errno.EACCES,
-            f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
-            f"shmstore only {what}",
-            path,
-        )
-
-
 def _require_namespace_entry(fd: int, path: str) -> None:
     """Refuse a directory *fd* that has no ``.shmstore`` directory: not a namespace."""
     try:
@@ -185,7 +174,7 @@ def _require_namespace_entry(fd: int, path: str) -> None:
 
 def check_lock_dir(fd: int, path: str) -> None:
     """Refuse a directory *fd* to lock by name unless it is one of your namespaces."""
-    _require_own(os.fstat(fd), path, "locks your own arrays and namespaces")
+    px.require_own(os.fstat(fd), path, "locks your own arrays and namespaces")
     _require_namespace_entry(fd, path)
 
 
@@ -397,18 +386,14 @@ class Namespace:
             ) from None
         except PermissionError:
             st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
-            raise PermissionError(
-                errno.EACCES,
-                f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
-                "shmstore only opens your own namespaces: choose another name",
-                path,
-            ) from None
+            px.require_own(st, path, "opens your own namespaces: choose another name")
+            raise
         except OSError as e:
             if e.errno == errno.ELOOP:
                 raise ForeignEntryError(path, "a symbolic link; shmstore never follows one") from e
             raise
         try:
-            _require_own(os.fstat(fd), path, "opens your own namespaces")
+            px.require_own(os.fstat(fd), path, "opens your own namespaces")
             _require_namespace_entry(fd, path)
             meta = read_meta(fd, path)
             return cls(root, name, fd, meta)

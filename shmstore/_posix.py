@@ -375,6 +375,18 @@ def lock_holders(path: str | os.PathLike[str]) -> list[int]:
 
 
 # ------------------------------------------------------------------- processes
+def require_own(st: os.stat_result, path: str, what: str) -> None:
+    """Refuse an entry of another user: ``PermissionError`` naming its owner and what
+    shmstore *what* (``"opens your own namespaces"``, say)."""
+    if st.st_uid != os.geteuid():
+        raise PermissionError(
+            errno.EACCES,
+            f"{path!r} belongs to uid {st.st_uid}, not you (uid {os.geteuid()}); "
+            f"shmstore only {what}",
+            path,
+        )
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process with this pid exists on the host."""
     try:

@@ -18,6 +18,7 @@ import mmap
 import os
 import platform
 import shutil
+import signal
 import socket
 import stat
 import sys
@@ -26,14 +27,19 @@ from typing import Any
 
 __all__ = [
     "O_CREATE",
+    "O_CREATE_RW",
     "O_DIR",
     "O_READ",
     "as_bytes_view",
     "close_fds",
     "creator_alive",
+    "exchange",
     "flock_recheck",
+    "lease",
+    "lease_signal",
     "lock_holders",
     "map_readonly",
+    "map_readwrite",
     "open_beneath",
     "open_dir_beneath",
     "pid_alive",
@@ -47,6 +53,8 @@ O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted where a value should be must not hang.
 O_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+# Read-write: a file kept for reuse is mapped writable later (recycled pages).
+O_CREATE_RW = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A process that started this long after a leftover last changed cannot have
 #: made it: its pid was reused (``/proc`` start times have a 1 s resolution).
 _REUSE_MARGIN_S = 2.0
@@ -121,6 +129,92 @@ def rmtree_at(name: str, dir_fd: int) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=dir_fd)
+
+
+# ------------------------------------------------------- exchange and leases
+_RENAME_EXCHANGE = 2
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+_F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
+_renameat2: Any = None
+
+
+def _probe_renameat2() -> Any:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28+, musl 1.2.2+
+    except (AttributeError, OSError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
+    """Swap the two entries atomically (``renameat2(RENAME_EXCHANGE)``); both must exist.
+
+    Raises
+    ------
+    FileNotFoundError
+        If either is missing (nothing changed).
+    OSError
+        ``EINVAL`` (or ``ENOSYS``) where the filesystem, kernel or libc cannot.
+    """
+    global _renameat2
+    if _renameat2 is None:
+        _renameat2 = _probe_renameat2()
+    if _renameat2 is False:
+        raise OSError(errno.ENOSYS, "renameat2 is not available in this C library")
+    if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_EXCHANGE):
+        err = ctypes.get_errno()
+        raise OSError(err, f"{os.strerror(err)}: exchanging {src!r} and {dst!r}")
+
+
+def lease(fd: int, *, take: bool) -> bool:
+    """Take (or drop) a write lease on *fd*: granted only while nobody else has the file open.
+
+    A mapping holds its file open, so a granted lease proves that no other
+    process (nor another descriptor of this one) can read the file's pages,
+    and none can open it until the lease is dropped: an ``open`` meanwhile
+    waits for it. Call :func:`lease_signal` on *fd* first.
+
+    Returns
+    -------
+    bool
+        Whether the lease was granted (``False``: the file is open elsewhere).
+
+    Raises
+    ------
+    OSError
+        Where leases are unavailable: ``EINVAL`` (``fs.leases-enable=0``, a
+        filesystem without them), ``EACCES`` (a file of another user).
+    """
+    if not take:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+        return True
+    try:
+        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EBUSY):
+            return False
+        raise
+    return True
+
+
+def lease_signal(fd: int) -> None:
+    """Have the kernel signal a lease on *fd* being waited for with ``SIGWINCH``.
+
+    The default, ``SIGIO``, ends a process that does not handle it; ``SIGWINCH``
+    is ignored unless handled (and a handler takes it for a terminal resize).
+    """
+    fcntl.fcntl(fd, _F_SETSIG, signal.SIGWINCH)
+
+
+def map_readwrite(fd: int, size: int) -> mmap.mmap:
+    """A shared writable mapping of *fd*, populated (its page tables made up front)."""
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    prot = mmap.PROT_READ | mmap.PROT_WRITE
+    if sys.version_info >= (3, 13):
+        return mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)
+    return mmap.mmap(fd, size, flags=flags, prot=prot)
 
 
 # -------------------------------------------------------------------- mapping

@@ -358,6 +358,7 @@ class Keyspace:
             return self._ns  # another thread already moved on
         if ns.alive():
             return None
+        ns.release_pool()  # its files went with the directory: free their pages
         try:
             new = Namespace.open(self.name, self.root, create=False)
         except FileNotFoundError:
@@ -535,7 +536,7 @@ class Keyspace:
     def _set(self, ns: Namespace, key: str, data: Any, exclusive: bool) -> bool:
         tiers = self._tiers
         if tiers is None:
-            return ns.write(key, data, exclusive=exclusive)
+            return ns.write(key, data, exclusive=exclusive, recycle=True)
         placed, old = tiers.to_shm(key, data, exclusive=exclusive)
         if placed is None:
             return False
@@ -567,7 +568,7 @@ class Keyspace:
     def _delete(self, ns: Namespace, key: str) -> bool:
         tiers = self._tiers
         if tiers is None:
-            old = ns.delete(key)
+            old = ns.delete(key, recycle=True)
             return old is not None
         spill = tiers.spill
         if spill is None:
@@ -587,7 +588,7 @@ class Keyspace:
         base = prefix.rstrip("/")
         tiers = self._tiers
         if tiers is None:
-            ns.delete_prefix(base)
+            ns.delete_prefix(base, recycle=True)
             return
         below = f"{base}/" if base else ""
         spilled = False

@@ -46,6 +46,7 @@ from shmstore._names import (
     tmp_name,
     transient_name,
 )
+from shmstore._pool import Kept, Pool, any_kept, drain_all
 from shmstore._readcache import Entry, Generations, ReadCache
 
 if TYPE_CHECKING:
@@ -155,6 +156,7 @@ def release_handles() -> None:
     with _registry_lock:
         _recent.clear()
         _registry.clear()
+    drain_all()
 
 
 def _dir_mode(mode: int) -> int:
@@ -255,6 +257,7 @@ class Namespace:
         self._entries = self._cache.entries
         self._page = self._gen.page
         self._meta_sig: tuple[int, int, int] | None = None
+        self._pool: Pool | None = None
         # Closed when the last reference to the handle goes (never while a
         # store still uses it); views handed out keep their own mappings.
         weakref.finalize(self, px.close_fds, self._fd, self._tmp_fd)
@@ -598,7 +601,6 @@ class Namespace:
         for _ in range(8):
             try:
                 fd = px.open_beneath(self._fd, key)
-                break
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 self._cache.pop(key)
                 return None
@@ -612,19 +614,29 @@ class Namespace:
                 st = self.lstat(key)
                 if st is None or not stat.S_ISREG(st.st_mode):
                     return SPILLED if st is not None and stat.S_ISLNK(st.st_mode) else None
-        else:
-            raise OSError(f"key {key!r} of namespace {self.name!r} keeps changing while opened")
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    self._cache.pop(key)
+                    return None
+                # No MAP_POPULATE: read faults map 16 pages at a time (fault-around),
+                # which costs less than populating up front (docs/performance.md).
+                view = memoryview(b"") if st.st_size == 0 else px.map_readonly(fd, st.st_size)
+            finally:
+                os.close(fd)
+            # An open that found the key's file before a writer displaced it, and
+            # waited for that writer's lease to reuse it (``_pool``), holds
+            # another value now: it counts only if the key still names the file.
+            try:
+                now = self._lstat_at(key)
+            except (FileNotFoundError, NotADirectoryError):
                 self._cache.pop(key)
                 return None
-            # No MAP_POPULATE: read faults map 16 pages at a time (fault-around),
-            # which costs less than populating up front (docs/performance.md).
-            view = memoryview(b"") if st.st_size == 0 else px.map_readonly(fd, st.st_size)
-        finally:
-            os.close(fd)
-        return self._cache.put(key, Entry(view, st, slot, gtok, ktok))
+            if now.st_ino == st.st_ino and now.st_dev == st.st_dev:
+                return self._cache.put(key, Entry(view, st, slot, gtok, ktok))
+            view.release()
+        raise OSError(f"key {key!r} of namespace {self.name!r} keeps changing while opened")
 
     def _lstat_at(self, rel: str) -> os.stat_result:
         """``lstat`` of *rel*, whose parent directories are never symlinks followed."""
@@ -671,13 +683,18 @@ class Namespace:
                 os.close(pfd)
 
     # ----------------------------------------------------------------- writes
-    def write(self, key: str, data: Any, *, exclusive: bool = False) -> bool:
+    def write(self, key: str, data: Any, *, exclusive: bool = False, recycle: bool = False) -> bool:
         """Atomically set *key* to *data* (any C-contiguous buffer).
 
         Parameters
         ----------
         exclusive
             Only write if *key* does not exist yet (atomic ``link``).
+        recycle
+            Write into a file an earlier write or delete of this process left
+            behind, where nobody maps it, and keep the version this write
+            displaces for a later one (``_pool``). Only for namespaces whose
+            bytes no capacity counts.
 
         Returns
         -------
@@ -692,8 +709,49 @@ class Namespace:
             If the namespace was destroyed.
         """
         check_key(key)
-        tmp = self.prepare(data)
-        return self.install(tmp, key, exclusive=exclusive)
+        pool = self._get_pool() if recycle else None
+        if pool is None or not pool.enabled:
+            return self.install(self.prepare(data), key, exclusive=exclusive)
+        view = px.as_bytes_view(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        kept = pool.take(view.nbytes)
+        if kept is not None:
+            try:
+                kept.fill(view)
+            except BaseException:
+                pool.discard(kept)
+                raise
+            tmp, kept.name = kept.name, None
+        else:
+            tmp, kept = self._prepare(view, pool)
+        try:
+            written = self._install(tmp, key, exclusive, pool)
+        except BaseException:
+            self.discard(tmp)
+            pool.forget(kept)
+            raise
+        if written and kept is not None:
+            pool.installed(kept)
+        else:
+            pool.forget(kept)
+        return written
+
+    def _get_pool(self) -> Pool:
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = Pool(self._tmp_fd)
+            weakref.finalize(self, pool.drain)
+        return pool
+
+    def release_pool(self) -> None:
+        """Free the files this handle keeps for reuse (``_pool``)."""
+        if self._pool is not None:
+            self._pool.drain()
+
+    def pooled_bytes(self) -> int:
+        """Bytes this process keeps in this namespace for reuse."""
+        return 0 if self._pool is None else self._pool.pooled_bytes()
 
     def prepare(self, data: Any) -> str:
         """Write *data* to a new temporary file of the namespace; return its name.
@@ -707,20 +765,33 @@ class Namespace:
         FileNotFoundError
             If the namespace was destroyed.
         """
-        view = px.as_bytes_view(data)
+        return self._prepare(px.as_bytes_view(data), None)[0]
+
+    def _prepare(self, view: memoryview, pool: Pool | None) -> tuple[str, Kept | None]:
+        """Write *view* to a new temporary file; with *pool*, keep its descriptor."""
         tmp = tmp_name()
+        flags = px.O_CREATE if pool is None else px.O_CREATE_RW
         try:
-            fd = os.open(tmp, px.O_CREATE, self.mode, dir_fd=self._tmp_fd)
+            fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
         except FileNotFoundError:
             self._check_alive()  # destroyed by another process: say so
             raise
+        kept = None
         try:
             try:
                 if self.mode & ~0o600:
                     os.fchmod(fd, self.mode)
-                px.write_all(fd, view)
+                try:
+                    px.write_all(fd, view)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC or not self._release_pools():
+                        raise
+                    px.write_all(fd, view[os.lseek(fd, 0, os.SEEK_CUR) :])
+                if pool is not None:
+                    kept = pool.fresh(fd, view.nbytes)
             finally:
-                os.close(fd)
+                if kept is None:
+                    os.close(fd)
         except OSError as e:
             self.discard(tmp)
             if e.errno == errno.ENOSPC:
@@ -732,7 +803,15 @@ class Namespace:
         except BaseException:
             self.discard(tmp)
             raise
-        return tmp
+        return tmp, kept
+
+    @staticmethod
+    def _release_pools() -> bool:
+        """A full filesystem: free the files this process keeps for reuse; whether any were."""
+        if not any_kept():
+            return False
+        drain_all()
+        return True
 
     def install(self, tmp: str, key: str, *, exclusive: bool = False) -> bool:
         """Publish the temporary file *tmp* as *key* (atomic ``rename``, or ``link``).
@@ -741,7 +820,7 @@ class Namespace:
         On any error the temporary is removed.
         """
         try:
-            return self._install(tmp, key, exclusive)
+            return self._install(tmp, key, exclusive, None)
         except BaseException:
             self.discard(tmp)
             raise
@@ -764,13 +843,13 @@ class Namespace:
             self._check_alive()
             raise
         try:
-            return self._install(tmp, key, exclusive)
+            return self._install(tmp, key, exclusive, None)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=self._tmp_fd)
             raise
 
-    def _install(self, tmp: str, key: str, exclusive: bool) -> bool:
+    def _install(self, tmp: str, key: str, exclusive: bool, pool: Pool | None) -> bool:
         tfd = self._tmp_fd
         parent, _, base = key.rpartition("/")
         for _ in range(64):
@@ -795,6 +874,8 @@ class Namespace:
                         os.unlink(tmp, dir_fd=tfd)
                         return False
                     os.unlink(tmp, dir_fd=tfd)
+                elif pool is not None and pool.enabled:
+                    self._exchange(tmp, pfd, base, key, pool)
                 else:
                     os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
                 self._cache.pop(key)
@@ -816,6 +897,29 @@ class Namespace:
                     os.close(pfd)
         raise OSError(f"could not install key {key!r} in namespace {self.name!r}")
 
+    def _exchange(self, tmp: str, pfd: int, base: str, key: str, pool: Pool) -> None:
+        """Swap *tmp* in as *key*; the version displaced goes to *pool* (a plain rename if none)."""
+        tfd = self._tmp_fd
+        try:
+            px.exchange(tfd, tmp, pfd, base)
+        except FileNotFoundError:
+            os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)  # a new key
+            return
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EXDEV):
+                raise
+            pool.enabled = False  # not on this filesystem: the plain path from now on
+            os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
+            return
+        st = os.stat(tmp, dir_fd=tfd, follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            px.exchange(tfd, tmp, pfd, base)  # put the directory back
+            raise IsADirectoryError(errno.EISDIR, key)
+        if stat.S_ISREG(st.st_mode):
+            pool.put(tmp, st)
+        else:
+            os.unlink(tmp, dir_fd=tfd)  # a spill marker the value replaced
+
     def _makedirs(self, parent: str) -> None:
         if not parent:
             return
@@ -836,10 +940,11 @@ class Namespace:
                         f"{path!r} is itself a key (or a foreign entry)",
                     ) from None
 
-    def delete(self, key: str) -> os.stat_result | None:
+    def delete(self, key: str, *, recycle: bool = False) -> os.stat_result | None:
         """Remove *key* (a value or a marker); return what it was, ``None`` if nothing.
 
-        Empty parent directories go too.
+        Empty parent directories go too. With *recycle*, a value nobody maps
+        is kept for a later write of its size (see :meth:`write`).
         """
         check_key(key)
         self._cache.pop(key)
@@ -853,7 +958,13 @@ class Namespace:
                 st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
                     return None
-                os.unlink(base, dir_fd=pfd)
+                pool = self._get_pool() if recycle else None
+                if pool is not None and stat.S_ISREG(st.st_mode) and pool.room(st.st_size):
+                    tmp = tmp_name()
+                    os.rename(base, tmp, src_dir_fd=pfd, dst_dir_fd=self._tmp_fd)
+                    pool.put(tmp, st)
+                else:
+                    os.unlink(base, dir_fd=pfd)
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 return None
         finally:
@@ -882,12 +993,13 @@ class Namespace:
         while parent and self._rmdir_at(parent):
             parent = parent.rpartition("/")[0]
 
-    def delete_prefix(self, prefix: str) -> None:
+    def delete_prefix(self, prefix: str, *, recycle: bool = False) -> None:
         """Remove every key (values and markers) under the directory *prefix* (``""``: all).
 
         Like zarr's ``delete_dir``, ``"a"`` removes the keys below ``a/``, not a
         key named ``a`` itself. Each subtree is moved out of sight first, so no
-        reader sees it half gone.
+        reader sees it half gone. With *recycle*, values nobody maps are kept
+        for later writes of their sizes, as far as the pool's bound allows.
         """
         prefix = prefix.rstrip("/")
         parent, _, base = prefix.rpartition("/")
@@ -916,6 +1028,8 @@ class Namespace:
                 except FileNotFoundError:
                     continue
                 self._gen.bump(None)
+                if recycle:
+                    self._recycle_tree(trash, self._get_pool())
                 px.rmtree_at(trash, self._fd)
         finally:
             if pfd != self._fd:
@@ -923,6 +1037,31 @@ class Namespace:
         if parent:
             self._prune(parent)
         self._cache.clear()
+
+    def _recycle_tree(self, trash: str, pool: Pool) -> None:
+        """Move the values of the removed subtree *trash* into *pool*, while it has room."""
+        tfd = self._tmp_fd
+        try:
+            st = os.stat(trash, dir_fd=self._fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            if pool.room(st.st_size):
+                name = tmp_name()
+                os.rename(trash, name, src_dir_fd=self._fd, dst_dir_fd=tfd)
+                pool.put(name, st)
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        for dirpath, _dirs, files, dfd in os.fwalk(trash, dir_fd=self._fd):
+            del dirpath
+            for entry in files:
+                est = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+                if not stat.S_ISREG(est.st_mode) or not pool.room(est.st_size):
+                    continue
+                name = tmp_name()
+                os.rename(entry, name, src_dir_fd=dfd, dst_dir_fd=tfd)
+                pool.put(name, est)
 
     # --------------------------------------------------------------- listing
     def _open_listing(self, base: str) -> int | None:
@@ -1050,6 +1189,7 @@ class Namespace:
         """
         rfd = px.root_fd(self.root)
         removed = False
+        self.release_pool()
         if self.alive():
             trash = transient_name("trash")
             try:

@@ -1,0 +1,343 @@
+"""Recycled pages: the files a process's writes displaced, kept for its next write of that size.
+
+Writing a new version of a key into fresh tmpfs pages costs about five times
+a ``memcpy`` (the kernel allocates, zeroes and maps every page, then frees the
+old version's at the rename). A writer that replaces a key therefore keeps
+the version it displaced instead of freeing it, and writes a later value of
+the same size into it. Atomic replacement and the zero-copy views that other
+processes hold stay as they are:
+
+- The new version goes in with ``renameat2(RENAME_EXCHANGE)``, so the old one
+  stays linked, under a temporary name of the writer in ``.shmstore/state/tmp``
+  (named with its pid: a dead writer's pool is ``shmstore gc``'s to reclaim).
+  A delete renames the value there instead of unlinking it.
+- A pooled file is written again only under a write *lease*
+  (``F_SETLEASE, F_WRLCK``), which the kernel grants only while no other
+  descriptor of the file is open. A mapping holds its file open, so a reader
+  still holding a view of the old version makes the lease fail, and that
+  file is left alone (after three refusals it is released to the kernel,
+  pages freed when the last view goes). While the lease is held, an ``open``
+  of the file waits; it is dropped as soon as the copy is done.
+- A reader re-checks, after mapping a key, that the key still names the file
+  it mapped (``_namespace``): an open that resolved the key's name before the
+  exchange and was held by the lease sees the new content, not a torn one.
+- The writer keeps the descriptor (and, once reused, a writable mapping) of
+  each file it wrote, so that a reuse is one lease, one ``memcpy`` and one
+  ``futimens``. Descriptors are bounded per process (:data:`MAX_FILES`), and
+  the pooled bytes too (:func:`budget`); the oldest go first.
+
+Pooled files are tmpfs pages in use: ``df`` and the namespace's ``free``
+space count them, and ``shmstore du`` shows them as bookkeeping. A process
+releases its pools when it exits, when a namespace handle goes, and when it
+meets a full filesystem (before giving up a write). Tiered namespaces and
+host caches, whose capacity counts installed values, do not pool. Where
+exchange or leases are unavailable (another filesystem, ``fs.leases-enable=0``)
+writes take the plain path. See docs/design.md ("Recycled pages").
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import errno
+import os
+import resource
+import threading
+import weakref
+from typing import Any
+
+from shmstore import _posix as px
+
+__all__ = ["MAX_FILES", "MIN_BYTES", "Kept", "Pool", "any_kept", "budget", "drain_all"]
+
+#: Smaller values are written into fresh pages: the pool would save next to nothing.
+MIN_BYTES = 16 * 1024
+#: Refusals of the lease (a reader maps the file) before a pooled file is let go.
+_MAX_REFUSALS = 3
+
+
+def _max_files() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 16
+    return max(32, min(4096, soft // 4))
+
+
+#: Descriptors the pools of a process keep at most (a quarter of ``ulimit -n``).
+MAX_FILES = _max_files()
+
+_lock = threading.Lock()
+_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+# Every kept file of the process, oldest first: pooled ones (name set) and
+# live values this process wrote (name None), which become pooled if this
+# process displaces them.
+_kept: collections.OrderedDict[Kept, None] = collections.OrderedDict()
+_live: dict[tuple[int, int], Kept] = {}
+_pooled_bytes = 0
+_budget: int | None = None
+
+
+def budget(fs_fd: int | None = None) -> int:
+    """Bytes a process may keep pooled: ``SHMSTORE_POOL_BYTES``, else an eighth of the
+    filesystem of the first namespace it writes to, at most 1 GiB."""
+    global _budget
+    if _budget is None:
+        env = os.environ.get("SHMSTORE_POOL_BYTES")
+        if env is not None:
+            try:
+                _budget = max(0, int(env))
+            except ValueError:
+                raise ValueError(
+                    f"SHMSTORE_POOL_BYTES={env!r} is not a number of bytes; "
+                    "set it to an integer (0 turns recycled pages off)"
+                ) from None
+        elif fs_fd is not None:
+            st = os.fstatvfs(fs_fd)
+            _budget = min(1 << 30, st.f_blocks * st.f_frsize // 8)
+        else:
+            return 0
+    return _budget
+
+
+class Kept:
+    """A file a writer keeps: its descriptor, size and (once reused) a writable mapping."""
+
+    __slots__ = ("fd", "key", "map", "name", "pool", "refusals", "size", "view")
+
+    def __init__(self, pool: Pool, fd: int, size: int, key: tuple[int, int]) -> None:
+        self.pool = pool
+        self.fd = fd
+        self.size = size
+        self.key = key
+        self.name: str | None = None
+        self.map: Any = None
+        self.view: memoryview | None = None
+        self.refusals = 0
+
+    def fill(self, data: memoryview) -> None:
+        """Copy *data* (exactly :attr:`size` bytes) in, under the lease :meth:`Pool.take` took."""
+        try:
+            if self.view is None:
+                self.map = px.map_readwrite(self.fd, self.size)
+                self.view = memoryview(self.map)
+            self.view[:] = data
+            os.utime(self.fd)  # mappings do not move the modification time
+        finally:
+            px.lease(self.fd, take=False)
+
+    def close(self) -> None:
+        if self.view is not None:
+            self.view.release()
+            self.view = None
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Pool:
+    """The recycled files of one namespace handle, in its temporary directory."""
+
+    def __init__(self, tmp_fd: int) -> None:
+        self._tmp_fd = os.dup(tmp_fd)
+        self._free: dict[int, collections.deque[Kept]] = {}
+        self.enabled = budget(self._tmp_fd) > 0
+        _pools.add(self)
+        weakref.finalize(self, os.close, self._tmp_fd)
+
+    def take(self, size: int) -> Kept | None:
+        """A pooled file of *size* bytes that nobody else has open, leased; or ``None``."""
+        global _pooled_bytes
+        if not self.enabled or size < MIN_BYTES:
+            return None
+        for _ in range(4):
+            with _lock:
+                queue = self._free.get(size)
+                if not queue:
+                    return None
+                kept = queue.popleft()
+                _kept.pop(kept, None)
+                _pooled_bytes -= size
+            try:
+                if self._lease(kept):
+                    return kept
+            except OSError:
+                self._let_go(kept)
+                raise
+            kept.refusals += 1
+            if kept.refusals >= _MAX_REFUSALS or not self.enabled:
+                self._let_go(kept)
+                continue
+            with _lock:  # a reader still maps it: try it again later
+                self._free.setdefault(size, collections.deque()).append(kept)
+                _kept[kept] = None
+                _pooled_bytes += size
+        return None
+
+    def _lease(self, kept: Kept) -> bool:
+        if kept.fd < 0:
+            kept.fd = os.open(
+                kept.name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._tmp_fd
+            )
+        try:
+            granted = px.lease(kept.fd, take=True)
+        except OSError as e:
+            if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EACCES, errno.EPERM):
+                self.enabled = e.errno == errno.EACCES  # another user's file: this one only
+                kept.refusals = _MAX_REFUSALS
+                return False
+            raise
+        if not granted:
+            return False
+        st = os.fstat(kept.fd)
+        if st.st_size != kept.size or st.st_nlink != 1:
+            px.lease(kept.fd, take=False)
+            kept.refusals = _MAX_REFUSALS
+            return False
+        return True
+
+    def fresh(self, fd: int, size: int) -> Kept | None:
+        """Keep the descriptor of a file just written (``None``: not worth keeping)."""
+        if not self.enabled or size < MIN_BYTES:
+            return None
+        st = os.fstat(fd)
+        px.lease_signal(fd)
+        return Kept(self, fd, size, (st.st_dev, st.st_ino))
+
+    def installed(self, kept: Kept) -> None:
+        """*kept* is now a key's value: remember it until it is displaced (or evicted)."""
+        kept.name = None
+        kept.refusals = 0
+        with _lock:
+            _live[kept.key] = kept
+            _kept[kept] = None
+            victims = _evict()
+        _close(victims)
+
+    def put(self, name: str, st: Any) -> bool:
+        """Pool the regular file now named *name* in the temporary directory; False if not.
+
+        A file not pooled is unlinked (its pages go when the last view does).
+        """
+        global _pooled_bytes
+        size = st.st_size
+        if not self.enabled or size < MIN_BYTES or st.st_nlink != 1:
+            self._unlink(name)
+            return False
+        with _lock:
+            victims = []
+            kept = _live.pop((st.st_dev, st.st_ino), None)
+            if kept is not None:
+                _kept.pop(kept, None)
+                if kept.pool is not self:
+                    victims.append(kept)  # written through another handle: closed
+                    kept = None
+            if kept is None:
+                kept = Kept(self, -1, size, (st.st_dev, st.st_ino))
+            kept.name = name
+            kept.refusals = 0
+            self._free.setdefault(size, collections.deque()).append(kept)
+            _kept[kept] = None
+            _pooled_bytes += size
+            victims += _evict()
+        _close(victims)  # (the rename here set the file's ctime: gc sees it as ours)
+        return True
+
+    def room(self, size: int) -> bool:
+        """Whether a file of *size* bytes would be pooled now."""
+        return self.enabled and size >= MIN_BYTES and _pooled_bytes + size <= budget()
+
+    def forget(self, kept: Kept | None) -> None:
+        """Close *kept* (a file that is not kept after all: its name is not touched)."""
+        if kept is not None:
+            kept.close()
+
+    def discard(self, kept: Kept) -> None:
+        """Unlink and close the pooled file *kept* (taken, then not used)."""
+        self._let_go(kept)
+
+    def _let_go(self, kept: Kept) -> None:
+        if kept.name is not None:
+            self._unlink(kept.name)
+            kept.name = None
+        kept.close()
+
+    def _unlink(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self._tmp_fd)
+
+    def pooled_bytes(self) -> int:
+        """Bytes this pool holds."""
+        with _lock:
+            return sum(k.size for q in self._free.values() for k in q)
+
+    def drain(self) -> None:
+        """Release every file of this pool, and the descriptors of values it wrote."""
+        global _pooled_bytes
+        with _lock:
+            victims = [k for k in _kept if k.pool is self]
+            for kept in victims:
+                _kept.pop(kept)
+                if kept.name is None:
+                    _live.pop(kept.key, None)
+                else:
+                    _pooled_bytes -= kept.size
+            self._free.clear()
+        for kept in victims:
+            self._let_go(kept)
+
+
+def _evict() -> list[Kept]:
+    """Under the lock: take the oldest kept files out until within the bounds."""
+    global _pooled_bytes
+    victims = []
+    limit = budget()
+    while _kept and (len(_kept) > MAX_FILES or _pooled_bytes > limit):
+        kept, _ = _kept.popitem(last=False)
+        if kept.name is None:
+            _live.pop(kept.key, None)
+        else:
+            _pooled_bytes -= kept.size
+            queue = kept.pool._free.get(kept.size)
+            if queue is not None:
+                with contextlib.suppress(ValueError):
+                    queue.remove(kept)
+        victims.append(kept)
+    return victims
+
+
+def _close(victims: list[Kept]) -> None:
+    for kept in victims:
+        kept.pool._let_go(kept)
+
+
+def any_kept() -> bool:
+    """Whether this process keeps any file at all."""
+    return bool(_kept)
+
+
+def drain_all() -> None:
+    """Release every pool of this process (at exit, and when a filesystem is full)."""
+    for pool in list(_pools):
+        pool.drain()
+
+
+def _after_fork() -> None:
+    # The child must not write into its parent's files: close them, unlink nothing.
+    global _pooled_bytes, _lock
+    _lock = threading.Lock()
+    for kept in list(_kept):
+        with contextlib.suppress(OSError):
+            kept.close()
+    _kept.clear()
+    _live.clear()
+    _pooled_bytes = 0
+    for pool in list(_pools):
+        pool._free.clear()
+
+
+atexit.register(drain_all)
+os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,220 @@
+"""Recycled pages: rewrites reuse the files nobody maps; views others hold never change."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_python
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.buffer.cpu import Buffer
+
+import shmstore
+from shmstore import _pool
+
+SIZE = 64 * 1024
+PROTO = default_buffer_prototype()
+
+
+def value(tag: int, size: int = SIZE) -> Buffer:
+    return Buffer.from_bytes(np.full(size // 8, tag, dtype="<u8").tobytes())
+
+
+def ino(root: Path, ns: str, key: str) -> int:
+    return os.stat(root / ns / key).st_ino
+
+
+def tmp_entries(root: Path, ns: str) -> list[str]:
+    return sorted(os.listdir(root / ns / ".shmstore" / "state" / "tmp"))
+
+
+@pytest.fixture
+def store(shm_root: Path):  # type: ignore[no-untyped-def]
+    s = shmstore.SharedMemoryStore("rec")
+    yield s
+    s.destroy()
+
+
+def test_a_rewrite_reuses_the_file_it_displaced(store, shm_root: Path) -> None:
+    store.set_sync("k", value(1))
+    first = ino(shm_root, "rec", "k")
+    store.set_sync("k", value(2))  # fresh pages; the first version is kept
+    second = ino(shm_root, "rec", "k")
+    assert second != first
+    assert len(tmp_entries(shm_root, "rec")) == 1
+    store.set_sync("k", value(3))  # written into the first version's file
+    assert ino(shm_root, "rec", "k") == first
+    got = np.frombuffer(store.get_sync("k", prototype=PROTO).as_numpy_array(), "<u8")
+    assert (got == 3).all()
+    assert len(tmp_entries(shm_root, "rec")) == 1  # the second version, kept in turn
+
+
+def test_a_view_held_elsewhere_is_never_written(store, shm_root: Path) -> None:
+    store.set_sync("k", value(1))
+    held = np.frombuffer(store.get_sync("k", prototype=PROTO).as_numpy_array(), "<u8")
+    held_ino = ino(shm_root, "rec", "k")
+    for tag in range(2, 12):
+        store.set_sync("k", value(tag))
+        assert ino(shm_root, "rec", "k") != held_ino
+        assert (held == 1).all()
+    got = np.frombuffer(store.get_sync("k", prototype=PROTO).as_numpy_array(), "<u8")
+    assert (got == 11).all()
+
+
+def test_a_view_held_by_another_process_is_never_written(store, shm_root: Path) -> None:
+    store.set_sync("k", value(1))
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, numpy as np, shmstore\n"
+            "from zarr.core.buffer import default_buffer_prototype as p\n"
+            "s = shmstore.SharedMemoryStore('rec', read_only=True)\n"
+            "v = np.frombuffer(s.get_sync('k', prototype=p()).as_numpy_array(), '<u8')\n"
+            "print(int(v[0]), flush=True)\n"
+            "sys.stdin.readline()\n"
+            "print(int(v.min()), int(v.max()), flush=True)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "1"
+        for tag in range(2, 10):
+            store.set_sync("k", value(tag))
+        out, _ = reader.communicate("go\n", timeout=60)
+        assert out.split() == ["1", "1"]
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_delete_then_set_of_the_same_size_reuses(store, shm_root: Path) -> None:
+    store.set_sync("k", value(1))
+    first = ino(shm_root, "rec", "k")
+    store.delete_sync("k")
+    assert not (shm_root / "rec" / "k").exists()
+    store.set_sync("j", value(2))
+    assert ino(shm_root, "rec", "j") == first
+
+
+def test_a_cleared_namespace_refills_into_its_old_pages(store, shm_root: Path) -> None:
+    for i in range(8):
+        store.set_sync(f"a/c/{i}", value(i))
+    before = {ino(shm_root, "rec", f"a/c/{i}") for i in range(8)}
+    asyncio.run(store.clear())
+    for i in range(8):
+        store.set_sync(f"a/c/{i}", value(100 + i))
+    after = {ino(shm_root, "rec", f"a/c/{i}") for i in range(8)}
+    assert after == before
+    for i in range(8):
+        got = np.frombuffer(store.get_sync(f"a/c/{i}", prototype=PROTO).as_numpy_array(), "<u8")
+        assert (got == 100 + i).all()
+
+
+def test_small_values_take_fresh_pages(store, shm_root: Path) -> None:
+    small = _pool.MIN_BYTES // 2
+    store.set_sync("s", value(1, small))
+    store.set_sync("s", value(2, small))
+    assert tmp_entries(shm_root, "rec") == []
+
+
+def test_pool_bytes_zero_turns_recycling_off(shm_root: Path) -> None:
+    out = run_python(
+        "import os, numpy as np, shmstore\n"
+        "from zarr.core.buffer.cpu import Buffer\n"
+        "s = shmstore.SharedMemoryStore('off')\n"
+        "for t in range(4):\n"
+        "    s.set_sync('k', Buffer.from_bytes(bytes([t]) * 65536))\n"
+        "print(len(os.listdir(s.path + '/.shmstore/state/tmp')))\n"
+        "s.destroy()\n",
+        env={"SHMSTORE_POOL_BYTES": "0"},
+    )
+    assert out.stdout.strip() == "0"
+
+
+def test_a_process_releases_its_pool_at_exit(shm_root: Path) -> None:
+    run_python(
+        "import shmstore\n"
+        "from zarr.core.buffer.cpu import Buffer\n"
+        "s = shmstore.SharedMemoryStore('ex')\n"
+        "for t in range(4):\n"
+        "    s.set_sync('k', Buffer.from_bytes(bytes([t]) * 65536))\n"
+    )
+    assert tmp_entries(shm_root, "ex") == []
+    shmstore.destroy("ex")
+
+
+def test_gc_reclaims_a_killed_writers_pool(shm_root: Path) -> None:
+    from click.testing import CliRunner
+
+    from shmstore._cli import main
+
+    run_python(
+        "import os, shmstore\n"
+        "from zarr.core.buffer.cpu import Buffer\n"
+        "s = shmstore.SharedMemoryStore('dead')\n"
+        "for t in range(4):\n"
+        "    s.set_sync('k', Buffer.from_bytes(bytes([t]) * 65536))\n"
+        "os._exit(0)  # no atexit: as if killed\n"
+    )
+    assert len(tmp_entries(shm_root, "dead")) == 1
+    result = CliRunner().invoke(main, ["gc"])
+    assert result.exit_code == 0, result.output
+    assert tmp_entries(shm_root, "dead") == []
+    shmstore.destroy("dead")
+
+
+def test_a_forked_child_never_writes_into_its_parents_files(store, shm_root: Path) -> None:
+    store.set_sync("k", value(1))
+    store.set_sync("k", value(2))  # the parent keeps version 1's file
+    kept = tmp_entries(shm_root, "rec")
+    assert len(kept) == 1
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            store.set_sync("k", value(3))
+            store.set_sync("k", value(4))
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert kept[0] in tmp_entries(shm_root, "rec")  # the parent's file is untouched
+    got = np.frombuffer(store.get_sync("k", prototype=PROTO).as_numpy_array(), "<u8")
+    assert (got == 4).all()
+
+
+def test_a_full_filesystem_frees_the_pool_before_failing(
+    tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHMSTORE_ROOT", str(tiny_tmpfs))
+    store = shmstore.SharedMemoryStore("full")
+    big = 3 * 1024 * 1024
+    try:
+        # Pooling here is bounded by an eighth of 8 MiB: raise it for this test.
+        monkeypatch.setattr(_pool, "_budget", 8 * 1024 * 1024)
+        store.set_sync("a", value(1, big))
+        store.set_sync("a", value(2, big))  # 3 MiB kept, 6 MiB in use
+        assert store._keyspace().ns.pooled_bytes() == big
+        store.set_sync("b", value(3, big))  # does not fit beside the pool: the pool goes
+        got = np.frombuffer(store.get_sync("b", prototype=PROTO).as_numpy_array(), "<u8")
+        assert (got == 3).all()
+        assert store._keyspace().ns.pooled_bytes() == 0
+    finally:
+        store.destroy()
+
+
+def test_destroy_releases_the_pool(shm_root: Path) -> None:
+    store = shmstore.SharedMemoryStore("gone")
+    store.set_sync("k", value(1))
+    store.set_sync("k", value(2))
+    assert store._keyspace().ns.pooled_bytes() == SIZE
+    ns = store._keyspace().ns
+    store.destroy()
+    assert ns.pooled_bytes() == 0

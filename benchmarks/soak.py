@@ -82,6 +82,7 @@ from zarr.core.buffer import default_buffer_prototype
 import shmstore
 from shmstore import _readcache
 from shmstore._names import check_name
+from shmstore._namespace import release_handles
 
 SOAK = Path(__file__).resolve()
 REPO = SOAK.parent.parent
@@ -1025,9 +1026,11 @@ def _fill_child(spec: dict[str, Any]) -> int:
             st = os.lstat(os.path.join(store.path, keys[k]))
             c["landed" if stat.S_ISREG(st.st_mode) else "spilled"] += 1
             ok = True
-        if os.listdir(tmp):
+        # Only the files this process keeps for reuse (recycled pages) may stay.
+        extra = set(os.listdir(tmp)) - store._keyspace().ns.kept_names()
+        if extra:
             c["half_written"] += 1
-            details.append(f"after writing {keys[k]!r}: {os.listdir(tmp)} left in tmp/")
+            details.append(f"after writing {keys[k]!r}: {sorted(extra)} left in tmp/")
         check(k, "after write")
         return ok
 
@@ -1094,6 +1097,7 @@ def _fill_child(spec: dict[str, Any]) -> int:
     if listed != {keys[k] for k in live}:
         c["lost"] += 1
         details.append(f"listing {sorted(listed)[:5]}... differs from the keys written")
+    release_handles()  # gives back the files kept for reuse: none may stay
     transients = [n for n in os.listdir(root) if n.startswith(".shmstore-")]
     report.update(
         counts=c,

@@ -753,6 +753,10 @@ class Namespace:
         """Bytes this process keeps in this namespace for reuse."""
         return 0 if self._pool is None else self._pool.pooled_bytes()
 
+    def kept_names(self) -> set[str]:
+        """The temporary files (in ``tmp/``) this process keeps for reuse."""
+        return set() if self._pool is None else self._pool.names()
+
     def prepare(self, data: Any) -> str:
         """Write *data* to a new temporary file of the namespace; return its name.
 

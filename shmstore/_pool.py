@@ -45,9 +45,12 @@ import os
 import resource
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shmstore import _posix as px
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["MAX_FILES", "MIN_BYTES", "Kept", "Pool", "any_kept", "budget", "drain_all"]
 
@@ -117,11 +120,18 @@ class Kept:
 
     def fill(self, data: memoryview) -> None:
         """Copy *data* (exactly :attr:`size` bytes) in, under the lease :meth:`Pool.take` took."""
+        self.write(lambda view: view.__setitem__(slice(None), data))
+
+    def write(self, fn: Callable[[memoryview], None]) -> None:
+        """``fn(view)`` on a writable view of the whole file, then drop the lease.
+
+        *fn* must not keep references to the view.
+        """
         try:
             if self.view is None:
                 self.map = px.map_readwrite(self.fd, self.size)
                 self.view = memoryview(self.map)
-            self.view[:] = data
+            fn(self.view)
             os.utime(self.fd)  # mappings do not move the modification time
         finally:
             px.lease(self.fd, take=False)
@@ -146,7 +156,8 @@ class Pool:
         self._free: dict[int, collections.deque[Kept]] = {}
         self.enabled = budget(self._tmp_fd) > 0
         _pools.add(self)
-        weakref.finalize(self, os.close, self._tmp_fd)
+        # Not at exit: drain_all (atexit) still needs the descriptor then.
+        weakref.finalize(self, os.close, self._tmp_fd).atexit = False
 
     def take(self, size: int) -> Kept | None:
         """A pooled file of *size* bytes that nobody else has open, leased; or ``None``."""
@@ -269,6 +280,11 @@ class Pool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._tmp_fd)
 
+    def names(self) -> set[str]:
+        """The names of the files this pool holds (in its directory)."""
+        with _lock:
+            return {k.name for q in self._free.values() for k in q if k.name is not None}
+
     def pooled_bytes(self) -> int:
         """Bytes this pool holds."""
         with _lock:
@@ -322,7 +338,8 @@ def any_kept() -> bool:
 def drain_all() -> None:
     """Release every pool of this process (at exit, and when a filesystem is full)."""
     for pool in list(_pools):
-        pool.drain()
+        with contextlib.suppress(OSError):
+            pool.drain()
 
 
 def _after_fork() -> None:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from shmstore import _posix as px
 from shmstore._errors import ForeignEntryError, SharedMemoryFullError
 from shmstore._names import check_name, entry_path, transient_name
+from shmstore._pool import Kept, Pool
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -228,21 +229,7 @@ def create_array_file(
                     name, data_offset + nbytes, st.f_bavail * st.f_frsize, root, kind="array"
                 ) from e
             raise
-        try:
-            os.link(tmp, name, src_dir_fd=rfd, dst_dir_fd=rfd, follow_symlinks=False)
-        except FileExistsError:
-            try:
-                st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            if st is not None and not stat.S_ISREG(st.st_mode):
-                raise _entry_kind_error(root, name, st) from None
-            raise FileExistsError(
-                errno.EEXIST,
-                f"named array {name!r} already exists in {root}; pass exist_ok=True to "
-                f"attach it, or shmstore.delete({name!r}) first",
-                entry_path(root, name),
-            ) from None
+        _publish(root, rfd, tmp, name)
         return fd
     except BaseException:
         if fd >= 0:
@@ -251,6 +238,93 @@ def create_array_file(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=rfd)
+
+
+def _publish(root: str, rfd: int, tmp: str, name: str) -> None:
+    """``link`` the complete file *tmp* of the root as *name*, which must not exist."""
+    try:
+        os.link(tmp, name, src_dir_fd=rfd, dst_dir_fd=rfd, follow_symlinks=False)
+    except FileExistsError:
+        try:
+            st = os.stat(name, dir_fd=rfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise _entry_kind_error(root, name, st) from None
+        raise FileExistsError(
+            errno.EEXIST,
+            f"named array {name!r} already exists in {root}; pass exist_ok=True to "
+            f"attach it, or shmstore.delete({name!r}) first",
+            entry_path(root, name),
+        ) from None
+
+
+# --------------------------------------------------------------- recycled files
+# Deleted arrays are kept (renamed ``.shmstore-pool.<pid>.*`` in the root, as
+# ``_pool`` describes) for a later create of the same size by this process.
+_root_pools: dict[str, Pool] = {}
+
+
+def _root_pool(root: str) -> Pool:
+    pool = _root_pools.get(root)
+    if pool is None:
+        pool = _root_pools[root] = Pool(px.root_fd(root))
+    return pool
+
+
+def recycled_array_file(
+    root: str, meta: dict[str, Any], nbytes: int, *, mode: int = 0o600
+) -> tuple[Kept, bytes] | None:
+    """A deleted array file of the size a new array needs, leased for writing; else ``None``.
+
+    Returns the file and the header to write at its start, with the data
+    after it. The caller writes both with :meth:`Kept.write` (which drops the
+    lease), then publishes the file with :func:`publish_array_file`.
+    """
+    header = encode_array_header(meta)
+    pool = _root_pool(root)
+    kept = pool.take(len(header) + nbytes)
+    if kept is None:
+        return None
+    try:
+        os.fchmod(kept.fd, mode)
+    except BaseException:
+        px.lease(kept.fd, take=False)
+        pool.discard(kept)
+        raise
+    return kept, header
+
+
+def publish_array_file(root: str, name: str, kept: Kept) -> int:
+    """Publish the filled file *kept* as the named array *name*; return a read-write fd on it.
+
+    The descriptor is a new open of the file, not *kept*'s: the mappings made
+    of it are what a later lease sees. The file is dropped on any error.
+
+    Raises
+    ------
+    FileExistsError
+        As :func:`create_array_file`.
+    """
+    check_name(name, "array")
+    rfd = px.root_fd(root)
+    pool = _root_pool(root)
+    tmp = kept.name
+    try:
+        fd = os.open(tmp, _O_ARRAY_RW, dir_fd=rfd)
+    except BaseException:
+        pool.discard(kept)
+        raise
+    try:
+        _publish(root, rfd, tmp, name)
+    except BaseException:
+        os.close(fd)
+        pool.discard(kept)
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp, dir_fd=rfd)
+    pool.installed(kept)
+    return fd
 
 
 def open_array_file(root: str, name: str, *, read_only: bool = False) -> tuple[int, os.stat_result]:
@@ -363,8 +437,15 @@ def unlink_array_file(root: str, name: str, *, token: str | None = None) -> bool
             return False
         if (cur.st_ino, cur.st_dev) != (st.st_ino, st.st_dev):
             return False  # deleted and re-created meanwhile: not ours to remove
+        pool = _root_pool(root)
         try:
-            os.unlink(name, dir_fd=rfd)
+            if pool.room(st.st_size):
+                # Kept for a later create of this size (renamed: gone for every reader).
+                kept = transient_name("pool")
+                os.rename(name, kept, src_dir_fd=rfd, dst_dir_fd=rfd)
+                pool.put(kept, os.fstat(fd))
+            else:
+                os.unlink(name, dir_fd=rfd)
         except FileNotFoundError:
             return False
         return True

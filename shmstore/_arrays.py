@@ -64,6 +64,8 @@ __all__ = [
 _MMAP_KW: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
 #: madvise(2) advice that maps every page writable up front (Linux 5.14+).
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+#: Smaller arrays are made in fresh pages (a pooled file saves next to nothing).
+_RECYCLE_MIN_BYTES = 64 * 1024
 #: Size of the slices handed to one ``pwrite`` when filling a new array.
 _WRITE_STEP = 64 << 20
 #: Size of the repeated pattern written for a scalar fill.
@@ -718,7 +720,11 @@ def _create(
     meta = af.array_meta(builtins.list(dims), _dtype_to_json(dt), order, nbytes, scoped=scoped)
     for _ in range(8):
         try:
-            fd = af.create_array_file(root, name, meta, nbytes, write_data=write_data, mode=mode)
+            fd = _recycled(root, name, meta, nbytes, mode, fill, dims, dt, order, later)
+            if fd is None:
+                fd = af.create_array_file(
+                    root, name, meta, nbytes, write_data=write_data, mode=mode
+                )
         except FileExistsError as e:
             if not exist_ok or isinstance(e, ForeignEntryError):
                 raise
@@ -755,6 +761,53 @@ def _create(
         f"named array {name!r} in {root} keeps being deleted and re-created; try again",
         entry_path(root, name),
     )
+
+
+def _recycled(
+    root: str,
+    name: str,
+    meta: dict[str, Any],
+    nbytes: int,
+    mode: int,
+    fill: Any,
+    dims: tuple[int, ...],
+    dt: np.dtype[Any],
+    order: str,
+    later: np.ndarray | None,
+) -> int | None:
+    """Create the array in a deleted array's file nobody maps (``_pool``); ``None`` if none.
+
+    The pages are there already: filling them is a ``memcpy`` (a ``memset``
+    without *fill*, so that a new array reads zeros as a fresh one does).
+    """
+    if nbytes < _RECYCLE_MIN_BYTES:
+        return None
+    got = af.recycled_array_file(root, meta, nbytes, mode=mode)
+    if got is None:
+        return None
+    kept, header = got
+
+    def write(view: memoryview) -> None:
+        view[: len(header)] = header
+        data = np.frombuffer(view, np.uint8, nbytes, len(header))
+        if later is not None:
+            return  # copied through the array's own mapping, as for a fresh file
+        if fill is None:
+            data.fill(0)
+            return
+        value = np.asarray(fill)
+        dst = data.view(dt)
+        if value.ndim == 0:
+            dst.fill(value)  # as np.full casts
+        else:
+            np.copyto(dst.reshape(dims, order=order), value, casting="unsafe")  # type: ignore[call-overload]
+
+    try:
+        kept.write(write)
+    except BaseException:
+        kept.pool.discard(kept)
+        raise
+    return af.publish_array_file(root, name, kept)
 
 
 def attach(

@@ -48,7 +48,7 @@ TRANSIENT_PREFIX = ".shmstore-"
 #: Kinds of transient root entries (``.shmstore-<kind>.<pid>.<random>``): a
 #: namespace being created or destroyed, a named array being created, the
 #: scratch directory of ``shmstore bench``.
-TRANSIENT_KINDS = frozenset({"new", "trash", "array", "bench"})
+TRANSIENT_KINDS = frozenset({"new", "trash", "array", "bench", "pool"})
 DEFAULT_ROOT = "/dev/shm"
 ENV_ROOT = "SHMSTORE_ROOT"
 MAX_NAME_BYTES = 255

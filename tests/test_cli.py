@@ -879,11 +879,11 @@ WRITER = textwrap.dedent(
 
     install = Namespace._install
 
-    def paused(self, tmp, key, exclusive):
+    def paused(self, tmp, key, exclusive, pool):
         # The temporary file is written; hold before the rename that publishes it.
         print(tmp, flush=True)
         sys.stdin.readline()
-        return install(self, tmp, key, exclusive)
+        return install(self, tmp, key, exclusive, pool)
 
     Namespace._install = paused
     store = shmstore.SharedMemoryStore("ns")

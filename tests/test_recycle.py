@@ -218,3 +218,112 @@ def test_destroy_releases_the_pool(shm_root: Path) -> None:
     ns = store._keyspace().ns
     store.destroy()
     assert ns.pooled_bytes() == 0
+
+
+def test_without_leases_writes_take_the_plain_path(shm_root: Path) -> None:
+    knob = Path("/proc/sys/fs/leases-enable")
+    try:
+        before = knob.read_text()
+        knob.write_text("0\n")
+    except OSError as e:
+        pytest.skip(f"cannot turn leases off here ({e}); needs root and a writable /proc/sys")
+    try:
+        out = run_python(
+            "import os, numpy as np, shmstore\n"
+            "from zarr.core.buffer.cpu import Buffer\n"
+            "s = shmstore.SharedMemoryStore('nolease')\n"
+            "for t in range(6):\n"
+            "    s.set_sync('k', Buffer.from_bytes(bytes([t]) * 65536))\n"
+            "print(open(s.path + '/k', 'rb').read(1)[0], "
+            "len(os.listdir(s.path + '/.shmstore/state/tmp')))\n"
+            "s.destroy()\n"
+        )
+    finally:
+        knob.write_text(before)
+    assert out.stdout.split() == ["5", "0"]
+
+
+# ------------------------------------------------------------------ named arrays
+N = 1 << 16  # 512 KiB of float64
+
+
+def test_a_create_after_a_delete_reuses_the_file(shm_root: Path) -> None:
+    a = shmstore.create("arr", N, "f8", fill=1.0)
+    first = os.stat(shm_root / "arr").st_ino
+    del a
+    shmstore.delete("arr")
+    assert [e for e in os.listdir(shm_root) if e.startswith(".shmstore-pool.")]
+    b = shmstore.create("arr2", N, "f8", fill=2.5)
+    assert os.stat(shm_root / "arr2").st_ino == first
+    assert (b == 2.5).all()
+    del b
+    shmstore.delete("arr2")
+    z = shmstore.create("zeros", N, "f8")  # no fill: zeros, as in fresh pages
+    assert os.stat(shm_root / "zeros").st_ino == first
+    assert not z.any()
+    m = shmstore.create("copied", (N // 2, 2), "f8", fill=np.arange(N, dtype="f8").reshape(-1, 2))
+    assert m[-1, 1] == N - 1
+    del z, m
+    shmstore.delete("zeros")
+    shmstore.delete("copied")
+
+
+def test_an_array_still_held_is_never_reused(shm_root: Path) -> None:
+    a = shmstore.create("held", N, "f8", fill=7.0)
+    first = os.stat(shm_root / "held").st_ino
+    shmstore.delete("held")  # `a` still maps it
+    b = shmstore.create("other", N, "f8", fill=1.0)
+    assert os.stat(shm_root / "other").st_ino != first
+    assert (a == 7.0).all()
+    del b
+    shmstore.delete("other")
+
+
+def test_an_array_held_by_another_process_is_never_reused(shm_root: Path) -> None:
+    a = shmstore.create("shared", N, "f8", fill=3.0)
+    first = os.stat(shm_root / "shared").st_ino
+    del a
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shmstore\n"
+            "a = shmstore.attach('shared')\n"
+            "print('attached', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "print(float(a.min()), float(a.max()), flush=True)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "attached"
+        shmstore.delete("shared")
+        b = shmstore.create("again", N, "f8", fill=9.0)
+        assert os.stat(shm_root / "again").st_ino != first
+        out, _ = reader.communicate("go\n", timeout=60)
+        assert out.split() == ["3.0", "3.0"]
+        del b
+        shmstore.delete("again")
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def test_gc_reclaims_the_deleted_arrays_a_dead_process_kept(shm_root: Path) -> None:
+    from click.testing import CliRunner
+
+    from shmstore._cli import main
+
+    run_python(
+        "import os, shmstore\n"
+        "a = shmstore.create('gone', 65536, 'f8')\n"
+        "del a\n"
+        "shmstore.delete('gone')\n"
+        "os._exit(0)  # no atexit: as if killed\n"
+    )
+    assert [e for e in os.listdir(shm_root) if e.startswith(".shmstore-pool.")]
+    result = CliRunner().invoke(main, ["gc"])
+    assert result.exit_code == 0, result.output
+    assert not [e for e in os.listdir(shm_root) if e.startswith(".shmstore-pool.")]

@@ -562,6 +562,10 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
     else:
         records, leftovers, problems = _scan(root)
     fs = inventory.filesystem_usage(root)
+    # Huge pages are only the doctor's business, read from /proc and /sys: loaded here.
+    from shmstore._doctor import huge_page_finding
+
+    huge = huge_page_finding(root)
     rows = []
     for r in records:
         shm, spill = r["_shm_allocated"], r["_spill_allocated"]
@@ -594,6 +598,7 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                     "reclaimable_bytes": _nbytes(leftovers),
                 },
                 "filesystem": fs.to_dict(),
+                "huge_pages": None if huge is None else huge.to_dict(),
                 "warnings": warnings_,
                 "problems": _problems_json(problems),
             }
@@ -639,6 +644,10 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
         f"{fs.fstype or 'filesystem'} {fs.mountpoint or root}: {_human(fs.size)} total, "
         f"{_human(fs.used)} used ({pct:.0f}%), {_human(fs.free)} free"
     )
+    if huge is not None:
+        pages = "huge pages" if huge.level == "ok" else "4 KiB pages"
+        hint = "" if huge.level == "ok" else "; `shmstore doctor` says how to get huge pages"
+        console.print(f"pages: {pages} (huge={huge.details['huge']}){hint}")
     for w in warnings_:
         _warn(w)
 
@@ -1330,3 +1339,48 @@ def bench_command(
         right=("WRITE GiB/s", "READ GiB/s", "SHMSTORE W/R"),
         optional=("WRITE SPREAD", "READ SPREAD"),
     )
+
+
+_LEVEL_MARKS = {
+    "ok": "ok",
+    "info": "info",
+    "advice": "advice",
+    "warning": "WARNING",
+    "error": "ERROR",
+}
+
+
+@main.command("doctor")
+@click.option(
+    "--results",
+    type=click.Path(exists=True, path_type=str),
+    default=None,
+    help="Benchmark result JSON (or a directory of them) for the measured huge-page gains "
+    "[default: $SHMSTORE_BENCH_RESULTS, else benchmarks/results of a checkout].",
+)
+@_root_option
+@_json_option
+def doctor_command(results: str | None, root: str | None, as_json: bool) -> None:
+    """Check the root and this host for shared memory, and say what to change.
+
+    Looks at the root (exists, writable, tmpfs, size and free space), whether
+    writes there get huge pages (the tmpfs's huge= option and the kernel's
+    shmem_enabled) and what remounting with huge=within_size would gain,
+    vm.max_map_count against the mappings a process may cache, the open-files
+    limit and systemd-logind's RemoveIPC. Exits 1 if the root is unusable.
+    """
+    # The doctor reads /proc and /sys only: loaded for this command only.
+    from shmstore._doctor import diagnose
+
+    if root is None:
+        ctx = click.get_current_context()
+        root = ctx.find_root().params.get("root")
+    report = diagnose(root, results=results)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        console = _console()
+        for f in report.findings:
+            console.print(f"{_LEVEL_MARKS[f.level]:>7}  {f.check:<13} {f.message}")
+    if report.worst == "error":
+        raise click.exceptions.Exit(1)

@@ -69,3 +69,80 @@ def test_bench_store_quick(tmp_path: Path) -> None:
     assert not os.path.exists(doc["meta"]["shm_dir"])
     assert not os.path.exists(doc["meta"]["disk_dir"])
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+def run_script(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run benchmarks/<name> with the checkout first on the path; fail with its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text() if Path("/proc/self/mountinfo").exists() else ""
+
+
+def test_bench_pipeline_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "pipeline.json"
+    before = mounts()
+    proc = run_script(
+        "bench_pipeline.py",
+        "--size",
+        "2MiB",
+        "--chunk",
+        "512KiB",
+        "--consumers",
+        "2",
+        "--rounds",
+        "1",
+        "--disk-dir",
+        str(tmp_path),
+        "--output",
+        str(out),
+    )
+    assert "shmstore over each baseline" in proc.stdout
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    assert meta["size"] == 2 << 20 and meta["consumers"] == [2] and meta["rounds"] == 1
+    kinds = set(meta["roots"])
+    assert kinds and kinds | set(meta["roots_skipped"]) == {"small", "huge"}
+    assert meta["root_pages"] == {k: k for k in kinds}  # each root gives the pages it says
+    rooted = {"shmstore", "shm-zarr", "local-shm"}
+    want = {(r, k) for r in rooted for k in kinds}
+    want |= {(r, None) for r in ("scatter", "pickle", "local-disk")}
+    assert {(r["route"], r["root"]) for r in doc["rows"]} == want
+    for row in doc["rows"]:
+        assert row["consumers"] == 2
+        for key in ("total", "first", "place", "pss"):
+            assert len(row[key]["samples"]) == 1
+            assert row[key]["best"] > 0
+        assert row["first"]["best"] <= row["total"]["best"]
+        assert row["pss"]["best"] >= row["idle_pss"] > 0
+    for r in doc["ratios"]:
+        assert {
+            "consumers",
+            "root",
+            "vs",
+            "speedup",
+            "paired",
+            "first_speedup",
+            "pss_ratio",
+        } <= set(r)
+    if kinds == {"small", "huge"}:
+        assert {g["route"] for g in doc["root_gains"]} == rooted
+        assert [g["what"] for g in doc["huge_gain"]] == [
+            "persist + 2 consumer(s) end to end, speed-up over pickling"
+        ]
+    # Everything it made is gone: its roots (and their mounts) and its disk directory.
+    for root in meta["roots"].values():
+        assert not os.path.exists(root)
+    assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")
+    assert not os.path.exists(meta["disk_dir"])
+    assert [p.name for p in tmp_path.iterdir()] == ["pipeline.json"]

@@ -1171,19 +1171,48 @@ def _run_transfer(kind: str, run: Callable[[], Any], as_json: bool) -> None:
                 "seconds": report.seconds,
                 "gib_per_s": report.gib_per_s,
                 "verified": report.verified,
+                "reencoded": list(getattr(report, "reencoded", ())),
             }
         )
     else:
         click.echo(str(report))
 
 
+_CODECS = ("raw", "keep", "zstd")
+
+
+def _codecs_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--codecs",
+        type=click.Choice(_CODECS),
+        default=default,
+        show_default=True,
+        help="Chunks of DST's zarr v3 arrays: raw (no compressor, no filter: read as views "
+        "of shared memory), keep (copied as they are) or zstd (re-encoded with Zstandard).",
+    )
+
+
+def _compressors(codecs: str) -> Any:
+    """The library's ``compressors=`` for a ``--codecs`` choice."""
+    if codecs == "keep":
+        return "keep"
+    if codecs == "zstd":
+        # zarr's codecs: loaded for the one command that asks for them.
+        from zarr.codecs import ZstdCodec
+
+        return ZstdCodec()
+    return None
+
+
 @main.command("save")
 @click.argument("src")
 @click.argument("dst")
+@_codecs_option("keep")
 @_transfer_options
 def save_command(
     src: str,
     dst: str,
+    codecs: str,
     overwrite: bool,
     verify: str,
     concurrency: int,
@@ -1200,6 +1229,7 @@ def save_command(
     save = _transfer_function("save")
     root = _resolve(root)
     options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
+    options["compressors"] = _compressors(codecs)
     _run_transfer(
         "save",
         lambda: save(
@@ -1216,12 +1246,14 @@ def save_command(
 @click.argument("dst")
 @click.option("--capacity", help="Capacity of the shared-memory tier of DST (e.g. 4GiB); recorded.")
 @click.option("--spill", help="Spill tier of DST (directory or URL) for what does not fit.")
+@_codecs_option("raw")
 @_transfer_options
 def load_command(
     src: str,
     dst: str,
     capacity: str | None,
     spill: str | None,
+    codecs: str,
     overwrite: bool,
     verify: str,
     concurrency: int,
@@ -1233,7 +1265,9 @@ def load_command(
 
     SRC is a directory, an fsspec URL or shm://name. DST is created if missing;
     with --capacity and --spill, what does not fit in shared memory goes to the
-    spill tier (recorded in the namespace). Verified after the copy.
+    spill tier (recorded in the namespace). Verified after the copy. Chunks are
+    written raw unless --codecs says otherwise: every process then reads them
+    as views of the shared pages, at the cost of their full size in RAM.
     """
     load = _transfer_function("load")
     root = _resolve(root)
@@ -1246,6 +1280,7 @@ def load_command(
     existed = os.path.lexists(entry_path(root, strip_scheme(dst)))
     target = _namespace(dst, root, read_only=False, **tiering)
     options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
+    options["compressors"] = _compressors(codecs)
     try:
         _run_transfer("load", lambda: load(source, target, **options), as_json)
     except BaseException:

@@ -146,3 +146,43 @@ def test_bench_pipeline_smoke(tmp_path: Path) -> None:
     assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")
     assert not os.path.exists(meta["disk_dir"])
     assert [p.name for p in tmp_path.iterdir()] == ["pipeline.json"]
+
+
+def test_bench_rewrite_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "rewrite.json"
+    before = mounts()
+    proc = run_script(
+        "bench_rewrite.py",
+        "--size",
+        "1MiB",
+        "--chunks",
+        "256KiB",
+        "--pipelines",
+        "default",
+        "--rounds",
+        "1",
+        "--output",
+        str(out),
+    )
+    assert "rewrite over first write" in proc.stdout
+    doc = json.loads(out.read_text())
+    meta = doc["meta"]
+    kinds = set(meta["roots"])
+    assert kinds and kinds | set(meta["roots_skipped"]) == {"small", "huge"}
+    assert meta["root_pages"] == {k: k for k in kinds}
+    sides = {f"shmstore@{k}" for k in kinds} | {"memory"}
+    ops = {"write", "rewrite", "fresh read"}
+    assert {(r["side"], r["op"]) for r in doc["rows"]} == {(s, op) for s in sides for op in ops}
+    for row in doc["rows"]:
+        assert row["chunk_bytes"] == 256 << 10 and row["pipeline"] == "default"
+        assert len(row["samples"]) == 1 and row["best"] > 0
+    vs_memory = {(r["root"], r["op"]) for r in doc["ratios"] if r["vs"] == "memory"}
+    assert vs_memory == {(k, op) for k in kinds for op in ops}
+    assert {r["side"] for r in doc["ratios"] if r["vs"] == "write"} == sides
+    if kinds == {"small", "huge"}:
+        assert [g["what"] for g in doc["huge_gain"]] == [
+            f"{op} vs zarr MemoryStore, 256 KiB chunks" for op in ("write", "rewrite", "fresh read")
+        ]
+    for root in meta["roots"].values():
+        assert not os.path.exists(root)
+    assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")

@@ -147,7 +147,7 @@ def _result_files(results: str | os.PathLike[str] | None) -> list[Path]:
 def measured_gains(results: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """The huge-page gains that benchmark results report, newest file first per figure.
 
-    A result JSON (``benchmarks/bench_store.py --roots both``,
+    A result JSON (``benchmarks/bench_rewrite.py``,
     ``bench_arrays.py``, ``bench_pipeline.py``) carries them as ``"huge_gain"``:
     a list of ``{"what": ..., "small": ratio, "huge": ratio}``, the same ratio on
     a 4 KiB-page root and on a huge-page root of one run.
@@ -186,7 +186,9 @@ def measured_gains(results: str | os.PathLike[str] | None = None) -> list[dict[s
 
 
 def _gain_text(gains: list[dict[str, Any]]) -> str:
-    return "; ".join(f"{g['what']}: {g['huge']} with huge pages vs {g['small']}" for g in gains)
+    figures = "; ".join(f"{g['what']}: {g['huge']} with huge pages vs {g['small']}" for g in gains)
+    sources = ", ".join(dict.fromkeys(str(g["source"]) for g in gains))
+    return f"{figures}; from {sources}"
 
 
 def huge_page_finding(

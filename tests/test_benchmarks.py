@@ -186,3 +186,33 @@ def test_bench_rewrite_smoke(tmp_path: Path) -> None:
     for root in meta["roots"].values():
         assert not os.path.exists(root)
     assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")
+
+
+def test_bench_arrays_refill_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "arrays.json"
+    before = mounts()
+    proc = run_script("bench_arrays.py", "--quick", "--sections", "refill", "--output", str(out))
+    assert "6. new data into shared memory" in proc.stdout
+    doc = json.loads(out.read_text())
+    rf = doc["refill"]
+    kinds = set(rf["roots"])
+    assert kinds and kinds | set(rf["roots_skipped"]) == {"small", "huge"}
+    assert rf["root_pages"] == {k: k for k in kinds}
+    base = ["ray.put"] if rf["baseline"] == "ray.put" else ["pickle.dumps", "memcpy"]
+    sides = {f"{what} @{k}" for k in kinds for what in ("delete + create(fill=)", "create(fill=)")}
+    sides |= {f"copy into a live array @{k}" for k in kinds} | set(base)
+    assert set(rf["gib_s"]) == sides
+    for s in rf["gib_s"].values():
+        assert s["min"] <= s["median"] <= s["max"] == s["best"] and s["best"] > 0
+    for k in kinds:
+        assert f"delete + create(fill=) vs copy into a live array @{k}" in doc["ratios"]
+        for b in base:
+            assert f"create(fill=) vs {b} @{k}" in doc["ratios"]
+    if kinds == {"small", "huge"}:
+        assert {g["what"] for g in doc["huge_gain"]} == {
+            "delete + create(fill=) vs copy into a live array",
+            *(f"create(fill=) vs {b}" for b in base),
+        }
+    for root in rf["roots"].values():
+        assert not os.path.exists(root)
+    assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")

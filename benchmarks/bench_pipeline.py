@@ -255,7 +255,9 @@ def produce(route: str, x: Any, root: str | None, disk: str) -> tuple[Any, Calla
     import shmstore
 
     if route in ("shmstore", "shm-zarr"):
-        y = shmstore.persist(x, f"shm://{NAMESPACE}/x", overwrite=True, root=root)
+        y = shmstore.persist(
+            x, f"shm://{NAMESPACE}/x", overwrite=True, root=root, scheduler="threads"
+        )
         handle = y if route == "shmstore" else (NAMESPACE, root)
         return handle, lambda: shmstore.destroy(NAMESPACE, root=root)
     if route == "pickle":

@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -226,6 +227,87 @@ def private_root(prefix: str) -> Iterator[str]:
             os.environ.pop("SHMSTORE_ROOT", None)
         else:
             os.environ["SHMSTORE_ROOT"] = old_root
+
+
+#: The kinds of root :func:`page_root` makes: tmpfs pages of 4 KiB, or huge pages.
+PAGE_KINDS = ("small", "huge")
+_HUGE_OPTION = {"small": "never", "huge": "within_size"}
+
+
+def page_kind(path: str) -> str | None:
+    """``"small"`` or ``"huge"``: what a write into *path*'s tmpfs gets (``None``: not a tmpfs)."""
+    from shmstore._mounts import huge_pages, mount_of, shmem_enabled
+
+    return huge_pages(mount_of(path), shmem_enabled())
+
+
+@contextlib.contextmanager
+def page_root(kind: str, size: int, prefix: str = "shmstore-bench-") -> Iterator[str | None]:
+    """A private root on a tmpfs with *kind* pages, ``SHMSTORE_ROOT`` while the block runs.
+
+    ``"small"`` (4 KiB pages) or ``"huge"`` (``huge=within_size``). Where
+    ``/dev/shm`` already gives that kind, a directory there (:func:`private_root`);
+    otherwise, as root, a private tmpfs of *size* bytes mounted for the block
+    (``mount -t tmpfs -o size=...,huge=...``) and unmounted after. Yields
+    ``None``, having said why on stderr, where neither is possible (not root,
+    no ``mount``, or the kernel's ``shmem_enabled`` overrides the option): the
+    caller skips that kind.
+    """
+    if kind not in PAGE_KINDS:
+        raise ValueError(f"page kind {kind!r}: choose one of {PAGE_KINDS}")
+    if os.path.isdir("/dev/shm") and page_kind("/dev/shm") == kind:
+        with private_root(prefix) as root:
+            yield root
+        return
+    why = _mount_private(kind, size, prefix)
+    if isinstance(why, str):
+        print(f"skipping the {kind}-page root: {why}", file=sys.stderr)
+        yield None
+        return
+    mnt = why
+    old_root = os.environ.get("SHMSTORE_ROOT")
+    os.environ["SHMSTORE_ROOT"] = str(mnt)
+    try:
+        yield str(mnt)
+    finally:
+        if old_root is None:
+            os.environ.pop("SHMSTORE_ROOT", None)
+        else:
+            os.environ["SHMSTORE_ROOT"] = old_root
+        _unmount(mnt)
+
+
+def _mount_private(kind: str, size: int, prefix: str) -> Path | str:
+    """Mount a private tmpfs giving *kind* pages: its path, or why it cannot be had."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return (
+            f"/dev/shm does not give {kind} pages and mounting a private tmpfs needs root "
+            "and mount(8); run as root"
+        )
+    mnt = Path(tempfile.mkdtemp(prefix=f"{prefix}{kind}-"))
+    size_k = max(size, 1 << 20) >> 10
+    opts = f"size={size_k}k,mode=0700,huge={_HUGE_OPTION[kind]}"
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        mnt.rmdir()
+        return f"mount -t tmpfs -o {opts} failed ({proc.stderr.strip()})"
+    got = page_kind(str(mnt))
+    if got != kind:
+        _unmount(mnt)
+        return (
+            f"a tmpfs mounted huge={_HUGE_OPTION[kind]} gives {got} pages here "
+            "(/sys/kernel/mm/transparent_hugepage/shmem_enabled overrides it)"
+        )
+    return mnt
+
+
+def _unmount(mnt: Path) -> None:
+    if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with contextlib.suppress(OSError):
+        mnt.rmdir()
 
 
 @contextlib.contextmanager

@@ -68,6 +68,24 @@ best round and the spread (min/median/max) of its rounds:
    ``--huge-root PATH`` repeats the create-and-fill and sum rows on a second
    root, for a tmpfs mounted with ``huge=always`` or ``huge=within_size``.
 
+6. ``refill``: putting new data of the same size into shared memory, GiB/s of
+   data, on a root with 4 KiB pages and on one with huge pages
+   (``huge=within_size``; each a private tmpfs mounted for the run where
+   ``/dev/shm`` is not of that kind, which needs root: a kind that cannot be
+   had is skipped with a message). ``--roots`` chooses the kinds.
+
+   - ``delete + create(fill=)``: ``shmstore.delete(name)`` then
+     ``shmstore.create(name, ..., fill=src)``: new pages for every byte (the
+     old ones freed);
+   - ``create(fill=)``: the create alone, into a name not taken;
+   - ``copy into a live array``: ``arr[...] = src`` into a named array that
+     is attached and whose pages are mapped already: the pages are reused;
+   - the root-independent baseline of a create: ``ray.put`` where ``ray`` is
+     importable (started once, outside the timings, and cycled through its
+     store first as in section 5), else ``pickle.dumps`` of the array (what
+     sending it to a pool costs the sender) and ``memcpy`` (``np.copyto``
+     into memory already faulted in).
+
 Usage::
 
     PYTHONPATH=. python benchmarks/bench_arrays.py              # 1 GiB, 3 rounds
@@ -75,8 +93,10 @@ Usage::
     PYTHONPATH=. python benchmarks/bench_arrays.py --quick      # smoke test
     /tmp/vray/bin/python benchmarks/bench_arrays.py --sections ray --rounds 7
 
-Writes ``benchmarks/results/bench_arrays-<python>.json``. Everything it creates
-in shared memory is removed at the end (a private root under ``/dev/shm``).
+Writes ``benchmarks/results/bench_arrays-<python>.json`` (or ``--output``);
+section 6's ``huge_gain`` (each ratio on both kinds of root) is what
+``shmstore doctor`` quotes. Everything it creates in shared memory is removed
+at the end (a private root under ``/dev/shm``, private mounts unmounted).
 """
 
 from __future__ import annotations
@@ -99,7 +119,18 @@ from multiprocessing import shared_memory
 from typing import Any
 
 import numpy as np
-from _harness import GIB, alternate, private_root, rotated, spread, versions, write_results
+from _harness import (
+    GIB,
+    PAGE_KINDS,
+    alternate,
+    page_kind,
+    page_root,
+    private_root,
+    rotated,
+    spread,
+    versions,
+    write_results,
+)
 
 TRACKS = sys.version_info < (3, 13)  # SharedMemory registers attaches
 
@@ -441,7 +472,7 @@ def bench_lock(root: str, pairs: int, rounds: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------- 5. Ray
-SECTIONS = ("attach", "pool", "create", "lock", "ray")
+SECTIONS = ("attach", "pool", "create", "lock", "ray", "refill")
 RAY_MISSING = (
     "Ray rows skipped: ray is not importable in this interpreter. Ray is not a "
     "shmstore dependency; run this script from a throwaway venv that has it "
@@ -624,6 +655,139 @@ def bench_ray(root: str, n: int, rounds: int, huge_root: str | None) -> dict[str
     return out
 
 
+# ---------------------------------------------------------------- 6. refill
+def _start_ray(ray: Any, nbytes: int) -> Callable[[np.ndarray], Any]:
+    """Start Ray for the refill rows; a ``put`` whose store memory is already faulted in."""
+    import logging
+
+    store = max(3 * nbytes + (64 << 20), 256 << 20)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=store,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
+    return lambda a: ray.put(a)
+
+
+def bench_refill(n: int, rounds: int, kinds: list[str]) -> dict[str, Any]:
+    """Section 6: delete + create(fill=), create(fill=) and a copy into a live array, per root."""
+    import shmstore
+
+    src = np.random.default_rng(3).random(n)
+    nbytes = n * 8
+    gib = nbytes / GIB
+    pid = os.getpid()
+    live_name, fill_name = f"bench-refill-live-{pid}", f"bench-refill-new-{pid}"
+    ray = _ray()
+    out: dict[str, Any] = {"baseline": "ray.put" if ray is not None else "pickle.dumps"}
+    with contextlib.ExitStack() as stack:
+        roots: dict[str, str] = {}
+        for kind in kinds:
+            # Room for the live array, the one created beside it, and slack.
+            where = stack.enter_context(page_root(kind, 2 * nbytes + (64 << 20)))
+            if where is not None:
+                roots[kind] = where
+        out["roots"] = dict(roots)
+        out["root_pages"] = {k: page_kind(v) for k, v in roots.items()}
+        out["roots_skipped"] = [k for k in kinds if k not in roots]
+        sides: dict[str, Callable[[], float]] = {}
+        live: dict[str, Any] = {}
+        for kind, where in roots.items():
+            live[kind] = shmstore.create(live_name, n, "f8", root=where, fill=src)
+            live[kind][...] = 0.0  # mapped and faulted in, like a store's reused pages
+            shmstore.create(fill_name, n, "f8", root=where, fill=src)  # what refill replaces
+
+            def refill(w: str = where) -> float:
+                t = time.perf_counter()
+                shmstore.delete(fill_name, root=w)
+                shmstore.create(fill_name, n, "f8", root=w, fill=src)
+                return gib / (time.perf_counter() - t)
+
+            def create(w: str = where) -> float:
+                name = f"{fill_name}-2"
+                t = time.perf_counter()
+                shmstore.create(name, n, "f8", root=w, fill=src)
+                dt = time.perf_counter() - t
+                shmstore.delete(name, root=w)
+                return gib / dt
+
+            def copy_live(k: str = kind) -> float:
+                t = time.perf_counter()
+                live[k][...] = src
+                return gib / (time.perf_counter() - t)
+
+            sides[f"delete + create(fill=) @{kind}"] = refill
+            sides[f"create(fill=) @{kind}"] = create
+            sides[f"copy into a live array @{kind}"] = copy_live
+        if ray is not None:
+            put = _start_ray(ray, nbytes)
+            stack.callback(ray.shutdown)
+            for _ in range(4):  # cycle through the store: later puts reuse its memory
+                del_ref = put(src)
+                del del_ref
+
+            def ray_put() -> float:
+                t = time.perf_counter()
+                ref = put(src)
+                dt = time.perf_counter() - t
+                del ref
+                return gib / dt
+
+            sides["ray.put"] = ray_put
+        else:
+            out_buf = np.empty_like(src)
+            out_buf[...] = 0.0  # faulted in
+
+            def pickled() -> float:
+                t = time.perf_counter()
+                blob = pickle.dumps(src, protocol=pickle.HIGHEST_PROTOCOL)
+                dt = time.perf_counter() - t
+                del blob
+                return gib / dt
+
+            def memcpy() -> float:
+                t = time.perf_counter()
+                np.copyto(out_buf, src)
+                return gib / (time.perf_counter() - t)
+
+            sides["pickle.dumps"] = pickled
+            sides["memcpy"] = memcpy
+        try:
+            res = _rounds(sides, rounds)
+        finally:
+            live.clear()
+            for where in roots.values():
+                for name in (live_name, fill_name, f"{fill_name}-2"):
+                    with contextlib.suppress(FileNotFoundError):
+                        shmstore.delete(name, root=where)
+    out["gib_s"] = {k: _spread(v) for k, v in res.items()}
+    return out
+
+
+def refill_ratios(rf: dict[str, Any]) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """Per kind of root, the section's ratios; and the ``huge_gain`` entries for doctor."""
+    g = {k: v["best"] for k, v in rf["gib_s"].items()}
+    baselines = [b for b in ("ray.put", "pickle.dumps", "memcpy") if b in g]
+    per_kind: dict[str, dict[str, float]] = {}
+    for kind in rf["roots"]:
+        per_kind[kind] = {
+            "delete + create(fill=) vs copy into a live array": (
+                g[f"delete + create(fill=) @{kind}"] / g[f"copy into a live array @{kind}"]
+            ),
+        }
+        for base in baselines:
+            per_kind[kind][f"create(fill=) vs {base}"] = g[f"create(fill=) @{kind}"] / g[base]
+    gains = []
+    if {"small", "huge"} <= set(per_kind):
+        for what in per_kind["small"]:
+            gains.append(
+                {"what": what, "small": per_kind["small"][what], "huge": per_kind["huge"][what]}
+            )
+    return per_kind, gains
+
+
 # ----------------------------------------------------------------- report
 def _row(label: str, s: dict[str, float], unit: str, ratio: str = "") -> str:
     return (
@@ -652,6 +816,12 @@ def main() -> int:
         default=",".join(SECTIONS),
         help=f"comma-separated subset of {','.join(SECTIONS)} (default: all)",
     )
+    parser.add_argument(
+        "--roots", default="small,huge", help="kinds of root of the refill rows (default both)"
+    )
+    parser.add_argument(
+        "--output", default=None, help="JSON path (default: benchmarks/results/...)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.size_mib, args.rounds, args.pickled_rounds, args.lock_pairs = 16, 1, 1, 10_000
@@ -659,6 +829,9 @@ def main() -> int:
     sections = set(args.sections.split(","))
     if sections - set(SECTIONS):
         parser.error(f"unknown sections {sorted(sections - set(SECTIONS))}; use {SECTIONS}")
+    kinds = [k.strip() for k in args.roots.split(",") if k.strip()]
+    if set(kinds) - set(PAGE_KINDS):
+        parser.error(f"--roots {args.roots!r}: choose from {PAGE_KINDS}")
     n = (args.size_mib << 20) // 8
     started = time.perf_counter()
     report: dict[str, Any] = {
@@ -682,6 +855,8 @@ def main() -> int:
         if "ray" in sections:
             n_ray = (args.ray_size_mib << 20) // 8
             report["ray"] = bench_ray(root, n_ray, max(args.rounds, 3), args.huge_root)
+    if "refill" in sections:
+        report["refill"] = bench_refill(n, args.rounds, kinds)
 
     print(f"Python {report['python']}, numpy {report['numpy']}, {report['cpus']} CPUs")
     ratios: dict[str, float] = {}
@@ -695,6 +870,8 @@ def main() -> int:
         _print_lock(report["lock_pairs_s"], ratios)
     if "ray" in sections:
         _print_ray(report["ray"], args.ray_size_mib, ratios)
+    if "refill" in report:
+        report["huge_gain"] = _print_refill(report["refill"], args.size_mib, ratios)
 
     print("\nratios (best rounds)")
     for k, v in ratios.items():
@@ -703,7 +880,7 @@ def main() -> int:
     report["targets"] = TARGETS
     report["seconds"] = time.perf_counter() - started
     print(f"\n({report['seconds']:.0f} s)")
-    write_results(report, f"bench_arrays-{report['python']}.json")
+    write_results(report, f"bench_arrays-{report['python']}.json", args.output)
     return 0
 
 
@@ -781,6 +958,20 @@ def _print_ray(ray: dict[str, Any] | None, size_mib: int, ratios: dict[str, floa
     ray_sum = sums["Ray tasks"]["best"]
     for label in [k for k in sums if k != "Ray tasks"]:
         ratios[f"sum {label} vs Ray tasks"] = sums[label]["best"] / ray_sum
+
+
+def _print_refill(rf: dict[str, Any], size_mib: int, ratios: dict[str, float]) -> list[Any]:
+    print(f"\n6. new data into shared memory, {size_mib} MiB, GiB/s, higher is better")
+    print("  roots: " + ", ".join(f"{k}={v}" for k, v in rf["roots"].items()))
+    for k in rf["roots_skipped"]:
+        print(f"  ({k}-page root skipped: see the message on stderr)")
+    for k, v in rf["gib_s"].items():
+        print(_row(k, v, "GiB/s").replace(f"  {k:<26}", f"  {k:<34}"))
+    per_kind, gains = refill_ratios(rf)
+    for kind, rats in per_kind.items():
+        for what, r in rats.items():
+            ratios[f"{what} @{kind}"] = r
+    return gains
 
 
 if __name__ == "__main__":

@@ -562,6 +562,10 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
     else:
         records, leftovers, problems = _scan(root)
     fs = inventory.filesystem_usage(root)
+    # Huge pages are only the doctor's business, read from /proc and /sys: loaded here.
+    from shmstore._doctor import huge_page_finding
+
+    huge = huge_page_finding(root)
     rows = []
     for r in records:
         shm, spill = r["_shm_allocated"], r["_spill_allocated"]
@@ -594,6 +598,7 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                     "reclaimable_bytes": _nbytes(leftovers),
                 },
                 "filesystem": fs.to_dict(),
+                "huge_pages": None if huge is None else huge.to_dict(),
                 "warnings": warnings_,
                 "problems": _problems_json(problems),
             }
@@ -639,6 +644,10 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
         f"{fs.fstype or 'filesystem'} {fs.mountpoint or root}: {_human(fs.size)} total, "
         f"{_human(fs.used)} used ({pct:.0f}%), {_human(fs.free)} free"
     )
+    if huge is not None:
+        pages = "huge pages" if huge.level == "ok" else "4 KiB pages"
+        hint = "" if huge.level == "ok" else "; `shmstore doctor` says how to get huge pages"
+        console.print(f"pages: {pages} (huge={huge.details['huge']}){hint}")
     for w in warnings_:
         _warn(w)
 
@@ -1162,19 +1171,48 @@ def _run_transfer(kind: str, run: Callable[[], Any], as_json: bool) -> None:
                 "seconds": report.seconds,
                 "gib_per_s": report.gib_per_s,
                 "verified": report.verified,
+                "reencoded": list(getattr(report, "reencoded", ())),
             }
         )
     else:
         click.echo(str(report))
 
 
+_CODECS = ("raw", "keep", "zstd")
+
+
+def _codecs_option(default: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--codecs",
+        type=click.Choice(_CODECS),
+        default=default,
+        show_default=True,
+        help="Chunks of DST's zarr v3 arrays: raw (no compressor, no filter: read as views "
+        "of shared memory), keep (copied as they are) or zstd (re-encoded with Zstandard).",
+    )
+
+
+def _compressors(codecs: str) -> Any:
+    """The library's ``compressors=`` for a ``--codecs`` choice."""
+    if codecs == "keep":
+        return "keep"
+    if codecs == "zstd":
+        # zarr's codecs: loaded for the one command that asks for them.
+        from zarr.codecs import ZstdCodec
+
+        return ZstdCodec()
+    return None
+
+
 @main.command("save")
 @click.argument("src")
 @click.argument("dst")
+@_codecs_option("keep")
 @_transfer_options
 def save_command(
     src: str,
     dst: str,
+    codecs: str,
     overwrite: bool,
     verify: str,
     concurrency: int,
@@ -1191,6 +1229,7 @@ def save_command(
     save = _transfer_function("save")
     root = _resolve(root)
     options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
+    options["compressors"] = _compressors(codecs)
     _run_transfer(
         "save",
         lambda: save(
@@ -1207,12 +1246,14 @@ def save_command(
 @click.argument("dst")
 @click.option("--capacity", help="Capacity of the shared-memory tier of DST (e.g. 4GiB); recorded.")
 @click.option("--spill", help="Spill tier of DST (directory or URL) for what does not fit.")
+@_codecs_option("raw")
 @_transfer_options
 def load_command(
     src: str,
     dst: str,
     capacity: str | None,
     spill: str | None,
+    codecs: str,
     overwrite: bool,
     verify: str,
     concurrency: int,
@@ -1224,7 +1265,9 @@ def load_command(
 
     SRC is a directory, an fsspec URL or shm://name. DST is created if missing;
     with --capacity and --spill, what does not fit in shared memory goes to the
-    spill tier (recorded in the namespace). Verified after the copy.
+    spill tier (recorded in the namespace). Verified after the copy. Chunks are
+    written raw unless --codecs says otherwise: every process then reads them
+    as views of the shared pages, at the cost of their full size in RAM.
     """
     load = _transfer_function("load")
     root = _resolve(root)
@@ -1237,6 +1280,7 @@ def load_command(
     existed = os.path.lexists(entry_path(root, strip_scheme(dst)))
     target = _namespace(dst, root, read_only=False, **tiering)
     options = _transfer_kwargs(overwrite, verify, concurrency, quiet)
+    options["compressors"] = _compressors(codecs)
     try:
         _run_transfer("load", lambda: load(source, target, **options), as_json)
     except BaseException:
@@ -1330,3 +1374,48 @@ def bench_command(
         right=("WRITE GiB/s", "READ GiB/s", "SHMSTORE W/R"),
         optional=("WRITE SPREAD", "READ SPREAD"),
     )
+
+
+_LEVEL_MARKS = {
+    "ok": "ok",
+    "info": "info",
+    "advice": "advice",
+    "warning": "WARNING",
+    "error": "ERROR",
+}
+
+
+@main.command("doctor")
+@click.option(
+    "--results",
+    type=click.Path(exists=True, path_type=str),
+    default=None,
+    help="Benchmark result JSON (or a directory of them) for the measured huge-page gains "
+    "[default: $SHMSTORE_BENCH_RESULTS, else benchmarks/results of a checkout].",
+)
+@_root_option
+@_json_option
+def doctor_command(results: str | None, root: str | None, as_json: bool) -> None:
+    """Check the root and this host for shared memory, and say what to change.
+
+    Looks at the root (exists, writable, tmpfs, size and free space), whether
+    writes there get huge pages (the tmpfs's huge= option and the kernel's
+    shmem_enabled) and what remounting with huge=within_size would gain,
+    vm.max_map_count against the mappings a process may cache, the open-files
+    limit and systemd-logind's RemoveIPC. Exits 1 if the root is unusable.
+    """
+    # The doctor reads /proc and /sys only: loaded for this command only.
+    from shmstore._doctor import diagnose
+
+    if root is None:
+        ctx = click.get_current_context()
+        root = ctx.find_root().params.get("root")
+    report = diagnose(root, results=results)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        console = _console()
+        for f in report.findings:
+            console.print(f"{_LEVEL_MARKS[f.level]:>7}  {f.check:<13} {f.message}")
+    if report.worst == "error":
+        raise click.exceptions.Exit(1)

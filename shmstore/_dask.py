@@ -8,8 +8,9 @@ fanning work out to process workers: every task then carries the namespace's
 name and a chunk index, never chunk bytes (PITFALLS 12), and every worker
 process on the host maps the same pages.
 
-Arrays that :func:`persist` writes are raw (no compressor, no filter), and the
-array it returns reads them without zarr: a task's chunk is a read-only NumPy
+Arrays that :func:`persist` writes are raw (no compressor, no filter) unless
+the caller passes ``compressors=`` or ``filters=``, and the array it returns
+reads raw ones without zarr: a task's chunk is a read-only NumPy
 view of the mapped segment, so workers neither decode nor copy, and the pages
 of the array count once in the host's memory however many workers read them.
 
@@ -206,6 +207,7 @@ def persist(
     chunks: Any = None,
     overwrite: bool = False,
     compressors: Any = None,
+    filters: Any = None,
     root: str | os.PathLike[str] | None = None,
     **compute_kwargs: Any,
 ) -> da.Array:
@@ -227,8 +229,16 @@ def persist(
     overwrite
         Replace an existing array at *url*; otherwise zarr refuses to.
     compressors
-        zarr compressors of the stored chunks. ``None`` (the default) stores
-        them raw, so reads map the segments without decoding or copying.
+        zarr compressors of the stored chunks (``zarr.codecs.ZstdCodec()``, ...).
+        ``None`` (the default) stores them raw: the array takes its full size in
+        shared memory (``x.nbytes``, rounded up to whole pages per chunk), once
+        for the host however many processes read it, and reads map the
+        segments without decoding or copying. With a compressor the namespace
+        is smaller, but every reading process decodes each chunk into memory
+        of its own: N readers hold N decoded copies, besides the decode time.
+    filters
+        zarr filters (array-to-array codecs); ``None`` (the default): none.
+        Any filter also makes reads go through zarr's decoding.
     root
         Shared-memory directory (default ``$SHMSTORE_ROOT``, else ``/dev/shm``).
     **compute_kwargs
@@ -283,6 +293,7 @@ def persist(
         chunks=tuple(max(max(c, default=1), 1) for c in grid),
         dtype=data.dtype if in_memory else x.dtype,
         compressors=compressors,
+        filters=filters,
         overwrite=overwrite,
     )
     if in_memory:
@@ -293,7 +304,7 @@ def persist(
         # The name follows what was stored, so equal inputs give equal keys.
         name = f"shm-persist-{tokenize(x.name, store.root, namespace, path)}"
     raw = RawChunks.of(z, store.root, namespace)
-    if raw is None:  # encoded chunks (compressors=...): zarr decodes them
+    if raw is None:  # encoded chunks (compressors= or filters=): zarr decodes them
         return da.from_zarr(z, chunks=grid, name=name)
     meta = np.empty((0,) * len(shape), dtype=raw.dtype)
     return da.from_array(raw, chunks=grid, name=name, asarray=False, fancy=False, meta=meta)

@@ -1338,12 +1338,24 @@ def test_save_and_load_round_trip(shm_root: Path, tmp_path: Path) -> None:
     out = ok("save", "climate", str(dest)).stdout
     assert out.startswith("copied 22 keys") and "verified (size)" in out
     assert zarr.open_array(str(dest), path="t", mode="r")[:].tolist() == [[1.5] * 40] * 40
-    payload = js("load", str(dest), "shm://copy", "--verify", "content")
+    payload = js("load", str(dest), "shm://copy", "--verify", "content", "--codecs", "keep")
     assert payload["command"] == "load" and payload["keys"] == 22
+    assert payload["reencoded"] == []
     assert payload["destination"] == "shm://copy" and payload["verified"] == "content"
     copy = shmstore.SharedMemoryStore("copy", read_only=True)
     assert zarr.open_array(copy, path="sub/u", mode="r")[:].tolist() == [3] * 100
     assert js("info", "copy")["nodes"] == js("info", "climate")["nodes"]
+    # By default load writes raw chunks; save --codecs zstd compresses on the way out.
+    raw = js("load", str(dest), "shm://raw")
+    assert raw["keys"] == 22 and "t" in raw["reencoded"]
+    t = zarr.open_array(shmstore.SharedMemoryStore("raw", read_only=True), path="t", mode="r")
+    assert t.compressors == () and t.filters == () and t[:].tolist() == [[1.5] * 40] * 40
+    packed = js("save", "raw", str(tmp_path / "packed.zarr"), "--codecs", "zstd")
+    assert "t" in packed["reencoded"]
+    assert [
+        type(c).__name__
+        for c in zarr.open_array(str(tmp_path / "packed.zarr"), path="t").compressors
+    ] == ["ZstdCodec"]
 
 
 @needs_transfer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 import zarr
 from conftest import _BASE, run_python
-from zarr.codecs import ZstdCodec
+from zarr.codecs import TransposeCodec, ZstdCodec
 
 import shmstore
 from shmstore import SharedMemoryFileSystem, SharedMemoryStore
@@ -256,6 +257,26 @@ def test_persist_dtypes(shm_root: Path, route: Route, dtype: str) -> None:
 def test_persist_compressed_goes_through_zarr(shm_root: Path) -> None:
     data = _data((60, 60))
     y = shmstore.persist(data, "shm://cmp/a", chunks=(25, 25), compressors=ZstdCodec())
+    assert not any(isinstance(v, RawChunks) for v in y.dask.values())
+    assert np.array_equal(y.compute(), data)
+    z = zarr.open_array("shm://cmp/a", mode="r")
+    assert [type(c) for c in z.compressors] == [ZstdCodec]  # the explicit compressor, honoured
+
+
+def test_persist_writes_raw_chunks_by_default(shm_root: Path) -> None:
+    data = _data((64, 48), seed=4)
+    shmstore.persist(da.from_array(data, chunks=(16, 48)), "shm://rawdef/x")
+    meta = json.loads((shm_root / "rawdef" / "x" / "zarr.json").read_text())
+    assert [c["name"] for c in meta["codecs"]] == ["bytes"]  # no filter, no compressor
+    z = zarr.open_array("shm://rawdef/x", mode="r")
+    assert z.compressors == () and z.filters == ()
+    # Each chunk file is the chunk's raw bytes: what a zero-copy view maps.
+    chunk = (shm_root / "rawdef" / "x" / "c" / "1" / "0").read_bytes()
+    assert chunk == data[16:32].astype("<f8").tobytes()
+    # An explicit filter is honoured too, and its reads go through zarr.
+    y = shmstore.persist(data, "shm://rawdef/d", filters=[TransposeCodec(order=(1, 0))])
+    filters = zarr.open_array("shm://rawdef/d", mode="r").filters
+    assert [type(f) for f in filters] == [TransposeCodec]
     assert not any(isinstance(v, RawChunks) for v in y.dask.values())
     assert np.array_equal(y.compute(), data)
 

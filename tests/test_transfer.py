@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import errno
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
 from test_tiering import files
+from zarr.codecs import ZstdCodec
 from zarr.core.buffer import cpu
 from zarr.storage import LocalStore, WrapperStore
 
 import shmstore
 from shmstore import SharedMemoryStore
+from shmstore._dask import RawChunks
 from shmstore._transfer import TransferReport
 
 
@@ -55,7 +58,7 @@ def test_save_then_load_round_trips_every_key(shm_root: Path, tmp_path: Path) ->
     for key in original:
         assert (disk / key).read_bytes() == (shm_root / "climate" / key).read_bytes()
 
-    back = shmstore.load(disk, "shm://climate-again", verify="content")
+    back = shmstore.load(disk, "shm://climate-again", verify="content", compressors="keep")
     assert files(shm_root / "climate-again") == original
     assert back.verified == "content" and back.keys == report.keys
     check(SharedMemoryStore("climate-again", read_only=True), arrays)
@@ -161,3 +164,51 @@ def test_progress_quiet_off_a_terminal(tmp_path: Path, capfd: pytest.CaptureFixt
 def test_report_is_a_value() -> None:
     r = TransferReport("a", "b", keys=2, nbytes=1 << 30, seconds=0.5, verified="size")
     assert r.gib_per_s == 2.0
+
+
+def codec_names(path: Path) -> list[str]:
+    return [c["name"] for c in json.loads((path / "zarr.json").read_text())["codecs"]]
+
+
+def test_load_writes_raw_chunks_by_default(shm_root: Path, tmp_path: Path) -> None:
+    disk = tmp_path / "climate.zarr"
+    arrays = build(LocalStore(disk))  # zarr's default codecs: Zstandard
+    assert codec_names(disk / "t") == ["bytes", "zstd"]
+    report = shmstore.load(disk, "shm://raw", verify="content")
+    ns = shm_root / "raw"
+    assert report.reencoded == ("model/run1/u", "t")
+    assert "2 arrays re-encoded" in str(report)
+    assert set(files(ns)) == set(files(disk))  # the same keys, edge chunks included
+    for path in arrays:
+        assert codec_names(ns / path) == ["bytes"]  # no compressor, no filter
+    check(SharedMemoryStore("raw", read_only=True), arrays)
+    # A chunk file is the chunk's raw bytes; an edge chunk is padded with the fill value.
+    assert (ns / "t/c/0/0").read_bytes() == arrays["t"][:16, :16].astype("<f4").tobytes()
+    tail = np.zeros((16, 16), "<f4")
+    tail[: 40 - 32, : 30 - 16] = arrays["t"][32:, 16:]
+    assert (ns / "t/c/2/1").read_bytes() == tail.tobytes()
+    # Reads are views of the shared pages, as for any raw chunk.
+    store = SharedMemoryStore("raw", read_only=True)
+    a = store.get_sync("t/c/0/0").as_numpy_array()
+    b = store.get_sync("t/c/0/0").as_numpy_array()
+    assert np.shares_memory(a, b) and not a.flags.writeable
+    assert RawChunks.of(zarr.open_array(store, path="t", mode="r"), str(shm_root), "raw")
+    # Loading what is already raw copies it as it is.
+    again = shmstore.load("shm://raw", "shm://raw2")
+    assert again.reencoded == () and files(shm_root / "raw2") == files(ns)
+
+
+def test_save_compresses_only_when_asked(shm_root: Path, tmp_path: Path) -> None:
+    data = np.zeros((64, 64))
+    data[::7] = np.arange(64)
+    shmstore.persist(data, "shm://pz/x", chunks=(16, 64))
+    plain = shmstore.save("shm://pz", tmp_path / "plain.zarr")  # default: as it is
+    assert plain.reencoded == ()
+    assert files(tmp_path / "plain.zarr") == files(shm_root / "pz")
+    packed = shmstore.save("shm://pz", tmp_path / "z.zarr", compressors=ZstdCodec())
+    assert packed.reencoded == ("x",)
+    assert codec_names(tmp_path / "z.zarr" / "x") == ["bytes", "zstd"]
+    assert packed.nbytes < plain.nbytes
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "z.zarr", path="x")[:], data)
+    with pytest.raises(ValueError, match="'gzip'"):
+        shmstore.save("shm://pz", tmp_path / "bad.zarr", compressors="gzip")

@@ -860,6 +860,18 @@ def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[
     """The named arrays in the root, sorted by name (public name: ``shmstore.list``).
 
     Namespaces, other programs' files and corrupt files are not listed.
+
+    Parameters
+    ----------
+    root
+        The shared-memory directory; ``None`` means ``$SHMSTORE_ROOT``, else
+        ``/dev/shm``.
+
+    Returns
+    -------
+    list of ArrayInfo
+        One record per array (``name``, ``shape``, ``dtype``, ``nbytes``,
+        ``order``, ``created``, ``pid``, ``owner``, ``path``).
     """
     root = _root(root)
     return [ArrayInfo._from_meta(name, root, meta) for name, meta, _ in af.iter_array_files(root)]

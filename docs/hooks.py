@@ -1,4 +1,4 @@
-"""mkdocs hook: link the API reference to other projects' documentation without network.
+"""mkdocs hooks: link the API reference to other projects' documentation without network.
 
 mkdocstrings can fetch each project's ``objects.inv`` at build time, but the
 build must work offline, and under ``--strict`` a failed fetch fails the build.
@@ -11,6 +11,8 @@ signatures and docstrings. An object not listed is shown as plain text.
 
 from __future__ import annotations
 
+import builtins
+import re
 from pathlib import Path
 from typing import Any
 
@@ -32,3 +34,40 @@ def on_env(env: Any, config: Any, files: Any) -> None:
         with open(INVENTORIES / name, "rb") as f:
             for item in Inventory.parse_sphinx(f, domain_filter=("py",)).values():
                 autorefs.register_url(item.name, base + item.uri)
+
+
+# The docstrings name objects with Sphinx roles (:func:`attach`), which
+# mkdocstrings leaves as text: ":func:" and then the name in code. Turn each
+# into a cross-reference (plain code where nothing matches), short names being
+# shmstore's own.
+ROLE = re.compile(r":(?:py:)?(?:func|class|meth|attr|data|exc|mod|obj):<code>~?\.?([^<]+)</code>")
+FOREIGN = (
+    "numpy",
+    "np",
+    "zarr",
+    "dask",
+    "fsspec",
+    "os",
+    "multiprocessing",
+    "threading",
+    "typing",
+    "collections",
+    "mmap",
+    "fcntl",
+    "pickle",
+    "contextlib",
+    "shmstore",
+)
+
+
+def _autoref(m: re.Match[str]) -> str:
+    name = m[1].removesuffix("()")
+    ident = name if name.split(".")[0] in FOREIGN or name in BUILTINS else f"shmstore.{name}"
+    return f'<autoref identifier="{ident}" optional><code>{m[1]}</code></autoref>'
+
+
+BUILTINS = frozenset(dir(builtins))
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    return ROLE.sub(_autoref, html)

@@ -637,9 +637,13 @@ def create(
     name
         One path component (no ``/``, not hidden, at most 255 bytes). Named
         arrays and namespaces share the root's names.
-    shape, dtype, order
-        As for :func:`numpy.empty`. Stored with the array, so :func:`attach`
-        needs only the name. Object dtypes are refused.
+    shape
+        As for :func:`numpy.empty`. Stored with the array (as are *dtype* and
+        *order*), so :func:`attach` needs only the name.
+    dtype
+        As for :func:`numpy.empty`; object dtypes are refused.
+    order
+        ``"C"`` or ``"F"``, as for :func:`numpy.empty`.
     fill
         Initial content: ``None`` for zeros (fresh tmpfs pages are zero), a
         scalar, or an array broadcastable to *shape* (cast like

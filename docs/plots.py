@@ -6,8 +6,9 @@ Reads ``benchmarks/results/*.json`` (where the benchmarks write) and
 ``docs/results/data/*.json`` (the results the site shows, committed), or the
 directories and files given. For each *kind* of result, the file name up to
 its first ``-`` (``bench_store``, ``soak``, ...), the newest run (``meta.time``)
-is used and copied into ``docs/results/data/``, so the page can be rebuilt
-from the repository alone. Each kind that has a section below gets
+is used; once drawn it is copied into ``docs/results/data/``, so the page can
+be rebuilt from the repository alone (a run the script cannot draw is listed,
+and the page keeps the previous one). Each kind that has a section below gets
 ``docs/results/<kind>.md`` (tables, included by ``docs/results.md``) and its
 figures ``docs/results/<kind>-*.svg``; a kind without one is listed in
 ``docs/results/other.md``, so a new benchmark shows up before it is drawn.
@@ -257,16 +258,22 @@ def main(argv: list[str]) -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     others = []
     for kind, (path, doc) in sorted(newest_runs(sources).items()):
-        if path.resolve().parent != DATA.resolve():
-            for old in DATA.glob(f"{kind}-*.json"):
-                old.unlink()
-            shutil.copyfile(path, DATA / path.name)
         section = SECTIONS.get(kind)
         if section is None:
             others.append(f"* `{path.name}` ({kind}): not drawn yet; see `docs/plots.py`")
             continue
-        (OUT / f"{kind}.md").write_text(section(doc, path.name))
+        try:
+            text = section(doc, path.name)
+        except (KeyError, TypeError, ValueError) as e:  # a result of another shape
+            print(f"could not draw {path}: {e!r}; kept docs/results/{kind}.md", file=sys.stderr)
+            others.append(f"* `{path.name}` ({kind}): could not be drawn ({e!r})")
+            continue
+        (OUT / f"{kind}.md").write_text(text)
         print(f"wrote {OUT / (kind + '.md')}")
+        if path.resolve().parent != DATA.resolve():  # keep the run the page shows
+            for old in DATA.glob(f"{kind}-*.json"):
+                old.unlink()
+            shutil.copyfile(path, DATA / path.name)
     (OUT / "other.md").write_text("\n".join(others) + "\n" if others else "No other results.\n")
     return 0
 

@@ -28,7 +28,7 @@ _LAZY = {
     "open_store": "shmstore._urls",
     "persist": "shmstore._dask",
     # named arrays and locks ("module:attribute" where the names differ: the
-    # public name becomes the function's __name__, for help() and reprs)
+    # public name becomes the function's name, for help(), reprs and pickle)
     "NamedArray": "shmstore._arrays",
     "ArrayInfo": "shmstore._arrays",
     "create": "shmstore._arrays",
@@ -96,7 +96,10 @@ def __getattr__(name: str) -> Any:
     module, _, attr = target.partition(":")
     value = getattr(importlib.import_module(module), attr or name)
     if attr and callable(value):
+        # Public name and module: help() and reprs say shmstore.list, and pickle
+        # finds the function again by that name.
         value.__name__ = value.__qualname__ = name
+        value.__module__ = __name__
     globals()[name] = value
     return value
 

@@ -68,9 +68,12 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q -e ".[bench]"
 	$(VENV)/bin/python benchmarks/bench_store.py
 
+# NO_MKDOCS_2_WARNING: Material for MkDocs prints an end-of-life notice on every
+# build unless it is set (the notice names it); mkdocs.yml says why Material.
+# docs/plots.py redraws the results figures from benchmarks/results/*.json.
 docs: $(VENV)/.installed
 	$(VENV)/bin/python -m pip install -q -e ".[docs]"
-	$(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) $(VENV312) $(VENVFLOOR) .pytest_cache .ruff_cache

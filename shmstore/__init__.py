@@ -7,6 +7,7 @@ their part of the API is first used.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,8 @@ _LAZY = {
     "SharedMemoryFileSystem": "shmstore._fs",
     "open_store": "shmstore._urls",
     "persist": "shmstore._dask",
-    # named arrays and locks ("module:attribute" where the names differ)
+    # named arrays and locks ("module:attribute" where the names differ: the
+    # public name becomes the function's name, for help(), reprs and pickle)
     "NamedArray": "shmstore._arrays",
     "ArrayInfo": "shmstore._arrays",
     "create": "shmstore._arrays",
@@ -70,6 +72,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from shmstore._arrays import ArrayInfo, NamedArray, attach, create, delete, scoped_array
+    from shmstore._arrays import list_arrays as list
     from shmstore._cache import CachingStore
     from shmstore._dask import persist
     from shmstore._errors import (
@@ -92,9 +95,14 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'shmstore' has no attribute {name!r}")
     module, _, attr = target.partition(":")
     value = getattr(importlib.import_module(module), attr or name)
+    if attr and callable(value):
+        # Public name and module: help() and reprs say shmstore.list, and pickle
+        # finds the function again by that name.
+        value.__name__ = value.__qualname__ = name
+        value.__module__ = __name__
     globals()[name] = value
     return value
 
 
-def __dir__() -> list[str]:
+def __dir__() -> builtins.list[str]:
     return sorted(set(globals()) | set(_LAZY))

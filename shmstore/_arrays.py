@@ -639,9 +639,13 @@ def create(
     name
         One path component (no ``/``, not hidden, at most 255 bytes). Named
         arrays and namespaces share the root's names.
-    shape, dtype, order
-        As for :func:`numpy.empty`. Stored with the array, so :func:`attach`
-        needs only the name. Object dtypes are refused.
+    shape
+        As for :func:`numpy.empty`. Stored with the array (as are *dtype* and
+        *order*), so :func:`attach` needs only the name.
+    dtype
+        As for :func:`numpy.empty`; object dtypes are refused.
+    order
+        ``"C"`` or ``"F"``, as for :func:`numpy.empty`.
     fill
         Initial content: ``None`` for zeros (fresh tmpfs pages are zero), a
         scalar, or an array broadcastable to *shape* (cast like
@@ -913,6 +917,18 @@ def list_arrays(*, root: str | os.PathLike[str] | None = None) -> builtins.list[
     """The named arrays in the root, sorted by name (public name: ``shmstore.list``).
 
     Namespaces, other programs' files and corrupt files are not listed.
+
+    Parameters
+    ----------
+    root
+        The shared-memory directory; ``None`` means ``$SHMSTORE_ROOT``, else
+        ``/dev/shm``.
+
+    Returns
+    -------
+    list of ArrayInfo
+        One record per array (``name``, ``shape``, ``dtype``, ``nbytes``,
+        ``order``, ``created``, ``pid``, ``owner``, ``path``).
     """
     root = _root(root)
     return [ArrayInfo._from_meta(name, root, meta) for name, meta, _ in af.iter_array_files(root)]

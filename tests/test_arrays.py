@@ -748,9 +748,9 @@ def test_full_tmpfs_is_a_clear_error_not_sigbus(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ examples
-def test_example_tier2_named_ndarray(shm_root: Path) -> None:
+def test_example_named_array(shm_root: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "tier2_named_ndarray.py")],
+        [sys.executable, str(EXAMPLES / "named_array.py")],
         capture_output=True,
         text=True,
         timeout=300,

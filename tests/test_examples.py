@@ -24,11 +24,11 @@ def test_flagship_demo(shm_root: Path) -> None:
     assert list(shm_root.iterdir()) == []
 
 
-def test_tier3_example(shm_root: Path) -> None:
+def test_store_dask_spill_example(shm_root: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(EXAMPLES / "tier3_zarr_dask.py"),
+            str(EXAMPLES / "store_dask_spill.py"),
             "--size-mib",
             "16",
             "--capacity-mib",

@@ -301,9 +301,9 @@ def test_views_share_the_array_lock() -> None:
     assert "views" in repr(a.lock)
 
 
-def test_example_tier1_array_lock(shm_root: Path) -> None:
+def test_example_lock_counter(shm_root: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / "tier1_array_lock.py"), "--processes", "4"],
+        [sys.executable, str(EXAMPLES / "lock_counter.py"), "--processes", "4"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -1,4 +1,4 @@
-"""Tier 1: a shared counter incremented by several processes under an inter-process lock.
+"""A shared counter incremented by several processes under an inter-process lock.
 
 The standard library way is ``multiprocessing.Array("q", 1, lock=True)``: a 1-D
 typed array with a lock, but only for children of the process that made it
@@ -8,7 +8,7 @@ attach both by name: these workers are unrelated programs started with
 ``subprocess``, not children sharing a parent's objects. If a worker died
 holding the lock, the kernel would release it.
 
-Run: ``python examples/tier1_array_lock.py [--processes 4] [--increments 1000]``
+Run: ``python examples/lock_counter.py [--processes 4] [--increments 1000]``
 (honours ``$SHMSTORE_ROOT``; deletes the counter when done).
 """
 
@@ -40,7 +40,7 @@ def main() -> int:
         worker(args.worker, args.increments)
         return 0
 
-    name = f"tier1-counter-{os.getpid()}"
+    name = f"example-counter-{os.getpid()}"
     # scoped_array deletes the counter when the block exits, whatever happens.
     with shmstore.scoped_array(name, 1, "i8") as counter:
         procs = [

@@ -1,4 +1,4 @@
-"""Tier 2: a named N-d NumPy array that another process attaches by name.
+"""A named N-d NumPy array that another process attaches by name.
 
 The standard library way (``multiprocessing.shared_memory``) hands you a raw
 block: you pass its name, shape and dtype to the child by hand, build the
@@ -12,7 +12,7 @@ the name; passing the array to a process or a ``Pool`` pickles its name (a few
 hundred bytes), never its bytes; nothing is unlinked until the parent deletes
 it; and ``scoped_array`` deletes it when the block ends.
 
-Run: ``python examples/tier2_named_ndarray.py`` (honours ``$SHMSTORE_ROOT``).
+Run: ``python examples/named_array.py`` (honours ``$SHMSTORE_ROOT``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def frame_mean(frame: np.ndarray) -> float:
 
 
 def main() -> int:
-    name = f"tier2-frames-{os.getpid()}"
+    name = f"example-frames-{os.getpid()}"
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter, as on macOS/Windows
     with shmstore.scoped_array(name, (16, 256, 256), "f4") as frames:
         frames[:] = np.arange(16, dtype="f4")[:, None, None]

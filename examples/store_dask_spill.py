@@ -1,11 +1,11 @@
-"""Tier 3: a chunked array in shared memory, Dask on top, spill to disk.
+"""A chunked array in shared memory, Dask on top, spill to disk.
 
 The stdlib/ecosystem way is Zarr on disk plus Dask: every worker process reads
 every chunk from disk. Here the chunks live in a shared-memory namespace with a
 capacity; what does not fit spills to an on-disk Zarr store recorded in the
 namespace, so any process that opens the namespace by name sees every chunk.
 
-    python examples/tier3_zarr_dask.py [--size-mib 64] [--capacity-mib 16]
+    python examples/store_dask_spill.py [--size-mib 64] [--capacity-mib 16]
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = args.size_mib * (1 << 20) // (1024 * 8)
-    namespace = f"tier3-{os.getpid()}"
-    with tempfile.TemporaryDirectory(prefix="tier3-spill-") as spill:
+    namespace = f"example-store-{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="example-spill-") as spill:
         spill_path = os.path.join(spill, "spill.zarr")
         with shmstore.scoped(
             namespace, capacity=f"{args.capacity_mib} MiB", spill=spill_path

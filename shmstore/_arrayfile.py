@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from shmstore import _posix as px
 from shmstore._errors import ForeignEntryError, SharedMemoryFullError
 from shmstore._names import check_name, entry_path, transient_name
-from shmstore._pool import Kept, Pool
+from shmstore._pool import Kept, Pool, any_kept, drain_all
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -211,11 +211,14 @@ def create_array_file(
         if mode != 0o600:
             os.fchmod(fd, mode)
         try:
-            px.pwrite_all(fd, memoryview(header), 0)
-            if write_data is not None:
-                write_data(fd, data_offset)
-            elif nbytes:
-                os.posix_fallocate(fd, data_offset, nbytes)
+            try:
+                _fill_new(fd, header, nbytes, write_data)
+            except OSError as e:
+                # Full: the files this process keeps for reuse go first, then once more.
+                if e.errno != errno.ENOSPC or not any_kept():
+                    raise
+                drain_all()
+                _fill_new(fd, header, nbytes, write_data)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 with contextlib.suppress(FileNotFoundError):
@@ -238,6 +241,16 @@ def create_array_file(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=rfd)
+
+
+def _fill_new(
+    fd: int, header: bytes, nbytes: int, write_data: Callable[[int, int], None] | None
+) -> None:
+    px.pwrite_all(fd, memoryview(header), 0)
+    if write_data is not None:
+        write_data(fd, len(header))
+    elif nbytes:
+        os.posix_fallocate(fd, len(header), nbytes)
 
 
 def _publish(root: str, rfd: int, tmp: str, name: str) -> None:

@@ -155,13 +155,16 @@ class Pool:
         self._tmp_fd = os.dup(tmp_fd)
         self._free: dict[int, collections.deque[Kept]] = {}
         self.enabled = budget(self._tmp_fd) > 0
+        # Each filesystem gets at most an eighth of its size, whatever the budget.
+        vfs = os.fstatvfs(self._tmp_fd)
+        self._limit = min(budget(), vfs.f_blocks * vfs.f_frsize // 8)
+        self._bytes = 0
         _pools.add(self)
         # Not at exit: drain_all (atexit) still needs the descriptor then.
         weakref.finalize(self, os.close, self._tmp_fd).atexit = False
 
     def take(self, size: int) -> Kept | None:
         """A pooled file of *size* bytes that nobody else has open, leased; or ``None``."""
-        global _pooled_bytes
         if not self.enabled or size < MIN_BYTES:
             return None
         for _ in range(4):
@@ -171,7 +174,7 @@ class Pool:
                     return None
                 kept = queue.popleft()
                 _kept.pop(kept, None)
-                _pooled_bytes -= size
+                _account(kept, -1)
             try:
                 if self._lease(kept):
                     return kept
@@ -185,7 +188,7 @@ class Pool:
             with _lock:  # a reader still maps it: try it again later
                 self._free.setdefault(size, collections.deque()).append(kept)
                 _kept[kept] = None
-                _pooled_bytes += size
+                _account(kept, 1)
         return None
 
     def _lease(self, kept: Kept) -> bool:
@@ -233,7 +236,6 @@ class Pool:
 
         A file not pooled is unlinked (its pages go when the last view does).
         """
-        global _pooled_bytes
         size = st.st_size
         if not self.enabled or size < MIN_BYTES or st.st_nlink != 1:
             self._unlink(name)
@@ -252,14 +254,19 @@ class Pool:
             kept.refusals = 0
             self._free.setdefault(size, collections.deque()).append(kept)
             _kept[kept] = None
-            _pooled_bytes += size
-            victims += _evict()
+            _account(kept, 1)
+            victims += _evict(self)
         _close(victims)  # (the rename here set the file's ctime: gc sees it as ours)
         return True
 
     def room(self, size: int) -> bool:
         """Whether a file of *size* bytes would be pooled now."""
-        return self.enabled and size >= MIN_BYTES and _pooled_bytes + size <= budget()
+        return (
+            self.enabled
+            and size >= MIN_BYTES
+            and self._bytes + size <= self._limit
+            and _pooled_bytes + size <= budget()
+        )
 
     def forget(self, kept: Kept | None) -> None:
         """Close *kept* (a file that is not kept after all: its name is not touched)."""
@@ -292,7 +299,6 @@ class Pool:
 
     def drain(self) -> None:
         """Release every file of this pool, and the descriptors of values it wrote."""
-        global _pooled_bytes
         with _lock:
             victims = [k for k in _kept if k.pool is self]
             for kept in victims:
@@ -300,29 +306,46 @@ class Pool:
                 if kept.name is None:
                     _live.pop(kept.key, None)
                 else:
-                    _pooled_bytes -= kept.size
+                    _account(kept, -1)
             self._free.clear()
         for kept in victims:
             self._let_go(kept)
 
 
-def _evict() -> list[Kept]:
-    """Under the lock: take the oldest kept files out until within the bounds."""
+def _account(kept: Kept, sign: int) -> None:
+    """Under the lock: count *kept*'s bytes in (``1``) or out of (``-1``) the pools."""
     global _pooled_bytes
+    _pooled_bytes += sign * kept.size
+    kept.pool._bytes += sign * kept.size
+
+
+def _evict(pool: Pool | None = None) -> list[Kept]:
+    """Under the lock: take the oldest kept files out until within the bounds
+    (the process's, and *pool*'s own share of its filesystem)."""
     victims = []
     limit = budget()
     while _kept and (len(_kept) > MAX_FILES or _pooled_bytes > limit):
-        kept, _ = _kept.popitem(last=False)
-        if kept.name is None:
-            _live.pop(kept.key, None)
-        else:
-            _pooled_bytes -= kept.size
-            queue = kept.pool._free.get(kept.size)
-            if queue is not None:
-                with contextlib.suppress(ValueError):
-                    queue.remove(kept)
-        victims.append(kept)
+        victims.append(_take_out(next(iter(_kept))))
+    if pool is not None and pool._bytes > pool._limit:
+        for kept in [k for k in _kept if k.pool is pool and k.name is not None]:
+            if pool._bytes <= pool._limit:
+                break
+            victims.append(_take_out(kept))
     return victims
+
+
+def _take_out(kept: Kept) -> Kept:
+    """Under the lock: remove *kept* from every table (the caller lets it go)."""
+    del _kept[kept]
+    if kept.name is None:
+        _live.pop(kept.key, None)
+    else:
+        _account(kept, -1)
+        queue = kept.pool._free.get(kept.size)
+        if queue is not None:
+            with contextlib.suppress(ValueError):
+                queue.remove(kept)
+    return kept
 
 
 def _close(victims: list[Kept]) -> None:
@@ -354,6 +377,7 @@ def _after_fork() -> None:
     _pooled_bytes = 0
     for pool in list(_pools):
         pool._free.clear()
+        pool._bytes = 0
 
 
 atexit.register(drain_all)

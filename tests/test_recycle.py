@@ -199,6 +199,7 @@ def test_a_full_filesystem_frees_the_pool_before_failing(
     try:
         # Pooling here is bounded by an eighth of 8 MiB: raise it for this test.
         monkeypatch.setattr(_pool, "_budget", 8 * 1024 * 1024)
+        store._keyspace().ns._get_pool()._limit = 8 * 1024 * 1024
         store.set_sync("a", value(1, big))
         store.set_sync("a", value(2, big))  # 3 MiB kept, 6 MiB in use
         assert store._keyspace().ns.pooled_bytes() == big
@@ -327,3 +328,36 @@ def test_gc_reclaims_the_deleted_arrays_a_dead_process_kept(shm_root: Path) -> N
     result = CliRunner().invoke(main, ["gc"])
     assert result.exit_code == 0, result.output
     assert not [e for e in os.listdir(shm_root) if e.startswith(".shmstore-pool.")]
+
+
+def test_a_filesystem_pools_at_most_an_eighth_of_its_size(
+    tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHMSTORE_ROOT", str(tiny_tmpfs))
+    store = shmstore.SharedMemoryStore("eighth")
+    try:
+        for i in range(4):
+            store.set_sync(f"k{i}", value(i, 512 * 1024))
+        for i in range(4):
+            store.set_sync(f"k{i}", value(10 + i, 512 * 1024))  # displaces 2 MiB
+        assert store._keyspace().ns.pooled_bytes() <= 1024 * 1024
+    finally:
+        store.destroy()
+
+
+def test_a_full_filesystem_frees_deleted_arrays_before_failing(
+    tiny_tmpfs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHMSTORE_ROOT", str(tiny_tmpfs))
+    monkeypatch.setattr(_pool, "_budget", 8 * 1024 * 1024)
+    a = shmstore.create("a", (3 << 20) // 8, "f8", fill=1.0)
+    del a
+    pool = shmstore._arrayfile._root_pool(str(tiny_tmpfs))
+    pool._limit = 8 * 1024 * 1024
+    shmstore.delete("a")  # kept: 3 MiB of the 8
+    assert pool.pooled_bytes() > 0
+    b = shmstore.create("b", (5 << 20) // 8, "f8", fill=2.0)  # fits only without it
+    assert (b == 2.0).all()
+    assert pool.pooled_bytes() == 0
+    del b
+    shmstore.delete("b")

@@ -685,8 +685,11 @@ def bench_refill(n: int, rounds: int, kinds: list[str]) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         roots: dict[str, str] = {}
         for kind in kinds:
-            # Room for the live array, the one created beside it, and slack.
-            where = stack.enter_context(page_root(kind, 2 * nbytes + (64 << 20)))
+            # A tmpfs size is a limit, not memory taken: room for the live array,
+            # the refilled one and the one created beside them, and for the
+            # refilled one to be kept for reuse (a process keeps at most an
+            # eighth of a filesystem: docs/design.md, "Recycled pages").
+            where = stack.enter_context(page_root(kind, 8 * nbytes + (64 << 20)))
             if where is not None:
                 roots[kind] = where
         out["roots"] = dict(roots)

@@ -83,7 +83,7 @@ _budget: int | None = None
 
 def budget(fs_fd: int | None = None) -> int:
     """Bytes a process may keep pooled: ``SHMSTORE_POOL_BYTES``, else an eighth of the
-    filesystem of the first namespace it writes to, at most 1 GiB."""
+    filesystem of the first namespace it writes to, at most 4 GiB."""
     global _budget
     if _budget is None:
         env = os.environ.get("SHMSTORE_POOL_BYTES")
@@ -97,7 +97,7 @@ def budget(fs_fd: int | None = None) -> int:
                 ) from None
         elif fs_fd is not None:
             st = os.fstatvfs(fs_fd)
-            _budget = min(1 << 30, st.f_blocks * st.f_frsize // 8)
+            _budget = min(4 << 30, st.f_blocks * st.f_frsize // 8)
         else:
             return 0
     return _budget

@@ -147,6 +147,7 @@ class CachingStore(Store):
             digest = hashlib.sha256(self.source_id.encode("utf-8", "surrogateescape"))
             namespace = f"cache-{digest.hexdigest()[:16]}"
         self.namespace = check_name(namespace)
+        self._root_arg = None if root is None else os.fspath(root)
         self.root = resolve_root(root)
         self._capacity_arg = parse_capacity(capacity)
         self.capacity: int | None = self._capacity_arg
@@ -199,7 +200,7 @@ class CachingStore(Store):
                 "a CachingStore is read-only; write to its source store instead "
                 "(and call clear_cache() so the host sees the new values)"
             )
-        return type(self)(self.source, namespace=self.namespace, root=self.root)
+        return type(self)(self.source, namespace=self.namespace, root=self._root_arg)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -220,14 +221,16 @@ class CachingStore(Store):
         return f"CachingStore({str(self.source)!r}, namespace={self.namespace!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        # The source store pickles as itself; the cache travels as its name.
-        return {"source": self.source, "namespace": self.namespace, "root": self.root}
+        # The source store pickles as itself; the cache travels as its name, and
+        # its root only if one was given (else the unpickling host resolves it).
+        return {"source": self.source, "namespace": self.namespace, "root": self._root_arg}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.source = state["source"]
         self.source_id = _source_id(self.source)
         self.namespace = state["namespace"]
-        self.root = state["root"]
+        self._root_arg = state["root"]
+        self.root = resolve_root(self._root_arg)
         self._read_only = True
         self._is_open = False
         self._capacity_arg = None

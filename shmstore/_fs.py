@@ -105,8 +105,12 @@ class _RootResolvingCache(type(AsyncFileSystem)):  # type: ignore[misc]
     (:meth:`__reduce__`, docs/multihost.md).
     """
 
+    #: Whether the first positional argument is the root (fsspec's chained
+    #: filesystems take ``fo`` there).
+    _root_positional = True
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if args:
+        if args and cls._root_positional:
             if "root" in kwargs:
                 raise TypeError(f"{cls.__name__}() got root both by position and by name")
             kwargs["root"], args = args[0], args[1:]

@@ -19,6 +19,10 @@ _LAZY = {
     "SharedMemoryFullError": "shmstore._errors",
     "CapacityExceededError": "shmstore._errors",
     "CachingStore": "shmstore._cache",
+    "SharedMemoryCacheFileSystem": "shmstore._cachefs",
+    # a Dask distributed worker plugin (distributed loads only when it is used;
+    # not imported for type checkers below: it sits beside _cli, which imports us)
+    "HostTierPlugin": "shmstore._distributed",
     "save": "shmstore._transfer",
     "load": "shmstore._transfer",
     "ForeignEntryError": "shmstore._errors",
@@ -46,10 +50,12 @@ __all__ = [
     "CachingStore",
     "CapacityExceededError",
     "ForeignEntryError",
+    "HostTierPlugin",
     "Lock",
     "LockTimeoutError",
     "NamedArray",
     "NamespaceDestroyedError",
+    "SharedMemoryCacheFileSystem",
     "SharedMemoryFileSystem",
     "SharedMemoryFullError",
     "SharedMemoryStore",
@@ -71,6 +77,7 @@ __all__ = [
 if TYPE_CHECKING:
     from shmstore._arrays import ArrayInfo, NamedArray, attach, create, delete, scoped_array
     from shmstore._cache import CachingStore
+    from shmstore._cachefs import SharedMemoryCacheFileSystem
     from shmstore._dask import persist
     from shmstore._errors import (
         CapacityExceededError,

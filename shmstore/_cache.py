@@ -441,12 +441,15 @@ class CachingStore(Store):
             return None
         if self.capacity is not None:
             self._touch(ks, key)
+        self._note_hit()
+        return view
+
+    def _note_hit(self) -> None:
         self._hits += 1
         if self._hits == 1:
             _uncounted.add(self)
         if time.monotonic() - self._counted_at >= COUNT_INTERVAL:
             self.flush_counters()
-        return view
 
     def _stale(self, ks: Keyspace, key: str) -> bool:
         """Whether the cached value of *key* is older than *expiry* (one ``lstat``)."""
@@ -463,6 +466,7 @@ class CachingStore(Store):
             return None, False
         if self._stale(ks, key):
             return None, True
+        self._note_hit()  # another reader fetched it while this one waited
         return view, False
 
     def _fetched(self, ks: Keyspace, key: str, value: Buffer | None, stale: bool) -> Any:

@@ -12,6 +12,7 @@ really served, whoever asked.
 from __future__ import annotations
 
 import collections
+import logging
 import os
 import re
 import threading
@@ -188,6 +189,7 @@ class S3Source:
         self._counts.reset()
 
     def __enter__(self) -> S3Source:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request else
         self._server.start()
         # The server's WSGI app, wrapped to count what it serves (moto has no log of it).
         wsgi = self._server._server

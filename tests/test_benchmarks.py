@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import zarr.core.codec_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,3 +70,27 @@ def test_bench_store_quick(tmp_path: Path) -> None:
     assert not os.path.exists(doc["meta"]["shm_dir"])
     assert not os.path.exists(doc["meta"]["disk_dir"])
     assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]
+
+
+def test_bench_scaleout_quick(tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp", reason="the HTTP source needs fsspec's HTTP filesystem")
+    out = tmp_path / "scaleout.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ROOT / "benchmarks" / "bench_scaleout.py"
+    args = ["--quick", "--size-mib", "1", "--sources", "http", "--output", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "shmcache" in proc.stdout and "simplecache" in proc.stdout
+    doc = json.loads(out.read_text())
+    rows = {r["route"]: r for r in doc["rows"]}
+    assert set(rows) == {"direct", "simplecache", "shmcache"}
+    chunks = (1 << 20) // doc["meta"]["chunk_bytes"]
+    # two hosts fetch each chunk once each; direct readers fetch it per worker and read
+    assert rows["shmcache"]["requests"] == 2 * chunks
+    assert rows["direct"]["requests"] == 2 * 2 * 2 * chunks

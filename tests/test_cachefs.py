@@ -200,3 +200,17 @@ def test_bad_options_name_the_fix(tmp_path: Path) -> None:
         fs, _ = fsspec.url_to_fs(f"shmcache::file://{tmp_path}", shmcache={"expiry": -1})
         fs.host_cache  # noqa: B018
     assert shmstore.CachingStore is not None and sys.version_info >= (3, 11)
+
+
+def test_capacity_evicts_cold_chunks(tmp_path: Path) -> None:
+    src = tmp_path / "big.zarr"
+    data = np.arange(64 * 1024, dtype="f8").reshape(64, 1024)
+    zarr.create_array(str(src), name="a", data=data, chunks=(8, 1024), compressors=None)
+    options = {"shmcache": {"capacity": 3 * 8 * 1024 * 8}}  # three of the eight chunks
+    z = zarr.open_array(f"shmcache::file://{src}", path="a", storage_options=options)
+    for _ in range(2):
+        np.testing.assert_array_equal(z[:], data)
+    fs, _ = fsspec.url_to_fs(f"shmcache::file://{src}", **options)
+    stats = fs.stats()
+    assert stats["evictions"] > 0 and stats["cached_bytes"] <= stats["capacity"]
+    assert stats["bytes_fetched"] > data.nbytes  # the evicted ones came again

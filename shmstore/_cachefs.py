@@ -67,7 +67,10 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
     fo
         The source's root URL (``http://host/data.zarr``, ``s3://bucket/x.zarr``,
         ``file:///data/x.zarr``); fsspec passes it from a chained URL. Paths
-        given to this filesystem are under it (or relative to it).
+        given to this filesystem are under it (or relative to it). Files under
+        it are cached; a URL that names one file (``fsspec.open`` of
+        ``shmcache::https://host/a.nc``) is read from the source, uncached:
+        chain the cache over a directory, such as a Zarr store's root.
     target_protocol, target_options
         The source's filesystem and its options (fsspec passes them from a
         chained URL: options under the target's protocol in
@@ -131,10 +134,16 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
                 "default: to the source, then the cache), 'local-only' (a scratch tier "
                 "on this host) or None (read-only)"
             )
+        if not fo:
+            # One cache per source, named from its URL: without it there is no name.
+            raise ValueError(
+                "shmcache needs the source's root URL: open a chained URL such as "
+                "shmcache::s3://bucket/data.zarr, or pass fo='s3://bucket/data.zarr'"
+            )
         self.root = _env_root if root is None and _env_root else resolve_root(root)
         self.fs = self._target(fo, target_protocol, target_options, fs)
         sync_fs = getattr(self.fs, "sync_fs", self.fs)
-        self._source_root = sync_fs._strip_protocol(fo).rstrip("/") if fo else ""
+        self._source_root = sync_fs._strip_protocol(fo).rstrip("/")
         #: The source's root URL, from which the cache's namespace is derived.
         self.source_url = sync_fs.unstrip_protocol(self._source_root)
         self.writes = writes
@@ -245,7 +254,7 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
     def _full(self, key: str) -> str:
         """The source's path of cache key *key*."""
         root = self._source_root
-        return f"{root}/{key}" if root and key else (root or key)
+        return f"{root}/{key}" if key else root
 
     # ------------------------------------------------------------------ reads
     async def _cat_file(

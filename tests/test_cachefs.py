@@ -214,3 +214,8 @@ def test_capacity_evicts_cold_chunks(tmp_path: Path) -> None:
     stats = fs.stats()
     assert stats["evictions"] > 0 and stats["cached_bytes"] <= stats["capacity"]
     assert stats["bytes_fetched"] > data.nbytes  # the evicted ones came again
+
+
+def test_a_source_url_is_required() -> None:
+    with pytest.raises(ValueError, match="source's root URL"):
+        fsspec.filesystem("shmcache", target_protocol="file")

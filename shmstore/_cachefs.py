@@ -240,6 +240,8 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
         """The cache key (the path under the source's root) of *path*; ``""`` for the root."""
         stripped = self._strip_protocol(path)
         root = self._source_root
+        if stripped == "." or stripped.startswith("./"):  # relative to the root, said so
+            return stripped[2:].strip("/")
         if root and stripped == root:
             return ""
         if root and stripped.startswith(root + "/"):
@@ -292,13 +294,27 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
         out = sync(self.loop, self._cat_ranges, paths, starts, ends, on_error=on_error, **kwargs)
         return [v if isinstance(v, Exception) else bytes(v) for v in out]
 
+    def _relative(self, path: str) -> bool:
+        """Whether *path* was given relative to the source's root (fsspec before 2025.10
+        hands a chained layer's users paths relative to ``fo``): answers say so too."""
+        stripped = self._strip_protocol(path)
+        root = self._source_root
+        return not (stripped == root or stripped.startswith(root + "/"))
+
+    def _named(self, entry: dict[str, Any], relative: bool) -> dict[str, Any]:
+        """A source's answer about *entry*, named in the caller's terms."""
+        if relative and isinstance(entry.get("name"), str):
+            entry = {**entry, "name": self._key(entry["name"].rstrip("/"))}
+        return entry
+
     async def _info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         # docstring inherited
         key = self._key(path)
         size = self.host_cache.cached(key) if key else None
         if size is not None and self.writes == "local-only":
-            return {"name": self._full(key), "size": size, "type": "file"}
-        return await self.fs._info(self._full(key), **kwargs)
+            return {"name": path, "size": size, "type": "file"}
+        info = await self.fs._info(self._full(key), **kwargs)
+        return self._named(info, self._relative(path))
 
     async def _exists(self, path: str, **kwargs: Any) -> bool:
         # docstring inherited
@@ -309,7 +325,10 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
 
     async def _ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         # docstring inherited: the source's listing (the cache holds copies of it)
-        return await self.fs._ls(self._full(self._key(path)), detail=detail, **kwargs)
+        entries = await self.fs._ls(self._full(self._key(path)), detail=True, **kwargs)
+        relative = self._relative(path)
+        entries = [self._named(e, relative) for e in entries]
+        return entries if detail else [e["name"] for e in entries]
 
     # ----------------------------------------------------------------- writes
     def _check_writable(self, path: str) -> None:

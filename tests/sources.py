@@ -165,7 +165,10 @@ class S3Source:
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.get_host_and_port()
+        # moto's werkzeug server (get_host_and_port() is not in moto 5.0.0)
+        wsgi = self._server._server
+        assert wsgi is not None, "start the server first"
+        host, port = wsgi.server_address[:2]
         return f"http://{host}:{port}"
 
     @property

@@ -20,6 +20,10 @@ _LAZY = {
     "SharedMemoryFullError": "shmstore._errors",
     "CapacityExceededError": "shmstore._errors",
     "CachingStore": "shmstore._cache",
+    "SharedMemoryCacheFileSystem": "shmstore._cachefs",
+    # a Dask distributed worker plugin (distributed loads only when it is used;
+    # not imported for type checkers below: it sits beside _cli, which imports us)
+    "HostTierPlugin": "shmstore._distributed",
     "save": "shmstore._transfer",
     "load": "shmstore._transfer",
     "ForeignEntryError": "shmstore._errors",
@@ -48,10 +52,12 @@ __all__ = [
     "CachingStore",
     "CapacityExceededError",
     "ForeignEntryError",
+    "HostTierPlugin",
     "Lock",
     "LockTimeoutError",
     "NamedArray",
     "NamespaceDestroyedError",
+    "SharedMemoryCacheFileSystem",
     "SharedMemoryFileSystem",
     "SharedMemoryFullError",
     "SharedMemoryStore",
@@ -74,6 +80,7 @@ if TYPE_CHECKING:
     from shmstore._arrays import ArrayInfo, NamedArray, attach, create, delete, scoped_array
     from shmstore._arrays import list_arrays as list
     from shmstore._cache import CachingStore
+    from shmstore._cachefs import SharedMemoryCacheFileSystem
     from shmstore._dask import persist
     from shmstore._errors import (
         CapacityExceededError,

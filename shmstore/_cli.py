@@ -351,6 +351,7 @@ def _namespace_record(ns: inventory.NamespaceEntry) -> dict[str, Any]:
         "spill": ns.spill,
         "capacity": ns.capacity,
         "cache_source": ns.cache_source,
+        "cache_stats": ns.cache_stats,
         "path": ns.path,
         # for du
         "_shm_allocated": ns.usage.allocated,
@@ -380,6 +381,7 @@ def _array_record(a: inventory.ArrayEntry) -> dict[str, Any]:
         "spill": None,
         "capacity": None,
         "cache_source": None,
+        "cache_stats": None,
         "path": a.path,
         "shape": list(a.shape),
         "dtype": a.dtype,
@@ -577,6 +579,8 @@ def du_command(names: tuple[str, ...], root: str | None, as_json: bool) -> None:
                 "spilled_bytes": spill,
                 "total_bytes": None if spill is None else shm + spill,
                 "spill": r.get("spill"),
+                # a host cache's hits, misses and bytes fetched (None for other entries)
+                "cache_stats": r.get("cache_stats"),
             }
         )
     # Transient root entries belong to no entry: counted on their own. Other
@@ -787,6 +791,15 @@ def _print_namespace(
     ]
     if record["cache_source"]:
         lines.append(f"  read-through cache of {record['cache_source']}")
+        stats = record.get("cache_stats")
+        if stats:
+            kind = "local-only scratch tier, " if stats["scratch"] else ""
+            expiry = f"expiry {stats['expiry']:g} s" if stats["expiry"] is not None else "no expiry"
+            lines.append(
+                f"  {kind}{stats['hits']} hits, {stats['misses']} misses, "
+                f"{_size(stats['bytes_fetched'])} fetched, {stats['expired']} expired, "
+                f"{stats['evictions']} evicted, {stats['writes']} written; {expiry}"
+            )
     lines.append(
         f"  {record['keys']} keys, {record['chunks']} chunks, "
         f"{_size(record['shm_bytes'])} in shared memory, "

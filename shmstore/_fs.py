@@ -55,7 +55,7 @@ from glob import has_magic
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fsspec.asyn import AsyncFileSystem, get_loop, sync
-from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
+from fsspec.spec import AbstractBufferedFile, AbstractFileSystem, make_instance
 from fsspec.utils import stringify_path
 
 from shmstore._errors import ForeignEntryError, NamespaceDestroyedError
@@ -94,23 +94,43 @@ def _now(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 class _RootResolvingCache(type(AsyncFileSystem)):  # type: ignore[misc]
-    """fsspec's instance cache, keyed by the *resolved* root.
+    """fsspec's instance cache, keyed by the *resolved* root; pickles keep only a given one.
 
     fsspec caches filesystem instances by their arguments. ``root=None`` means
     ``$SHMSTORE_ROOT`` at the time of the call, so it is resolved before the
-    cache sees it: a changed ``$SHMSTORE_ROOT`` gives a new instance, and the
-    root an instance was made for travels with it when it is pickled (to a
-    Dask worker, say), instead of being re-read from the worker's environment.
+    cache sees it, as the private option ``_env_root``: a changed
+    ``$SHMSTORE_ROOT`` gives a new instance. That option never travels: a
+    pickled filesystem (sent to a Dask worker, say) carries its root only if
+    the caller gave one, so the unpickling host resolves its own
+    (:meth:`__reduce__`, docs/multihost.md).
     """
 
+    #: Whether the first positional argument is the root (fsspec's chained
+    #: filesystems take ``fo`` there).
+    _root_positional = True
+
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
-        if args:
+        if args and cls._root_positional:
             if "root" in kwargs:
-                raise TypeError("SharedMemoryFileSystem() got root both by position and by name")
+                raise TypeError(f"{cls.__name__}() got root both by position and by name")
             kwargs["root"], args = args[0], args[1:]
-        root = kwargs.get("root")
-        kwargs["root"] = resolve_root(None if root is None else stringify_path(root))
+        kwargs.pop("_env_root", None)  # from to_dict(): resolve it here, anew
+        root = kwargs.pop("root", None)
+        if root is None:
+            kwargs["_env_root"] = resolve_root(None)
+        else:
+            kwargs["root"] = resolve_root(stringify_path(root))
         return super().__call__(*args, **kwargs)
+
+
+def host_reduce(fs: AbstractFileSystem) -> tuple[Any, ...]:
+    """``__reduce__`` of a filesystem made by :class:`_RootResolvingCache`.
+
+    Drops the root resolved from the environment, so the unpickling process
+    resolves its own.
+    """
+    options = {k: v for k, v in fs.storage_options.items() if k != "_env_root"}
+    return make_instance, (type(fs), fs.storage_args, options)
 
 
 class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
@@ -125,7 +145,9 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
     root
         Shared-memory directory. Defaults to ``$SHMSTORE_ROOT``, else
         ``/dev/shm``; resolved when the filesystem is made. Passed by URL users
-        as ``storage_options={"root": ...}``.
+        as ``storage_options={"root": ...}``. Only a root given here travels
+        when the filesystem is pickled; otherwise the unpickling process
+        resolves its own.
     mode
         Permission bits of the files of namespaces this filesystem creates
         (default ``0o600``, owner only).
@@ -157,11 +179,16 @@ class SharedMemoryFileSystem(AsyncFileSystem, metaclass=_RootResolvingCache):
         root: str | os.PathLike[str] | None = None,
         *,
         mode: int = 0o600,
+        _env_root: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root = resolve_root(root)
+        self.root = _env_root if root is None and _env_root else resolve_root(root)
         self.mode = mode
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A root left to $SHMSTORE_ROOT belongs to the host: it does not travel.
+        return host_reduce(self)
 
     # ------------------------------------------------------------------ paths
     @classmethod

@@ -68,7 +68,7 @@ from shmstore._namespace import (
     tree_usage,
 )
 from shmstore._posix import creator_alive, lock_holders, root_fd
-from shmstore._usage import Usage
+from shmstore._usage import CacheCounters, Usage
 
 __all__ = [
     "ArrayEntry",
@@ -202,6 +202,11 @@ class NamespaceEntry:
         cannot be measured from here, e.g. a remote URL).
     cache_source
         For a read-through cache (``shmstore.CachingStore``), what it caches.
+    cache_stats
+        For a read-through cache, its host-wide counters (hits, misses,
+        bytes fetched, expired, evictions, writes) and its ``expiry`` and
+        ``scratch`` settings; ``None`` for other namespaces or where they
+        cannot be read.
     meta
         The raw ``meta.json``.
     """
@@ -221,6 +226,7 @@ class NamespaceEntry:
     capacity: int | None = None
     spilled: TreeUsage | None = field(default_factory=TreeUsage)
     cache_source: str | None = None
+    cache_stats: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     leftover: bool = False
 
@@ -271,6 +277,17 @@ def _number(value: Any) -> float | None:
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _cache_stats(root: str, name: str, record: dict[str, Any]) -> dict[str, Any] | None:
+    """The counters of the cache namespace *name*, with its settings; ``None`` if unreadable."""
+    try:
+        counts: dict[str, Any] = CacheCounters(Namespace.open(name, root, create=False)).read()
+    except OSError:
+        return None  # another user's, or destroyed meanwhile
+    counts["expiry"] = _number(record.get("expiry"))
+    counts["scratch"] = record.get("scratch") is True
+    return counts
+
+
 def namespace_entry(root: str, name: str) -> NamespaceEntry:
     """Describe namespace *name* of *root* (whoever owns it: callers check).
 
@@ -297,6 +314,7 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         capacity = cache["capacity"]
     alive = creator_alive(pid, host, created)
     scoped = meta.get("scoped") is True
+    stats = _cache_stats(root, name, cache) if source is not None else None
     return NamespaceEntry(
         name=name,
         path=path,
@@ -313,6 +331,7 @@ def namespace_entry(root: str, name: str) -> NamespaceEntry:
         capacity=capacity,
         spilled=_spill_usage(spill) if spill else TreeUsage(),
         cache_source=str(source) if source is not None else None,
+        cache_stats=stats,
         meta=meta,
         leftover=scoped and alive is False,
     )

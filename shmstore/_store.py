@@ -182,11 +182,12 @@ class SharedMemoryStore(Store):
 
     # --------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
-        # Only the name travels (with the root as resolved here): a worker
-        # reopens the namespace lazily.
+        # Only the name travels, and the root only if it was given: a root
+        # left to $SHMSTORE_ROOT belongs to the host, so a worker resolves it
+        # where it unpickles (docs/multihost.md) and reopens the namespace lazily.
         return {
             "namespace": self.namespace,
-            "root": self.root,
+            "root": self._root_arg,
             "read_only": self.read_only,
             "mode": self._mode,
         }

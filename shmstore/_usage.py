@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from shmstore._namespace import Namespace
 
-__all__ = ["Usage", "parse_capacity"]
+__all__ = ["CACHE_COUNTERS", "CacheCounters", "Usage", "parse_capacity"]
 
 _USAGE = "usage"
 # used, time of the last recount (ns), 1 once valid, number of slots
@@ -311,6 +311,93 @@ class Usage:
         with self.locked() as st:
             self.heal(st, force=True)
             return st.used
+
+
+#: The host-wide counters of a read-through cache, in the order the file keeps them.
+CACHE_COUNTERS = ("hits", "misses", "bytes_fetched", "expired", "evictions", "writes")
+_COUNTERS = "counters"
+# format version (1), then one signed 64-bit count per name of CACHE_COUNTERS
+_COUNTERS_FMT = struct.Struct(f"<q{len(CACHE_COUNTERS)}q")
+
+
+class CacheCounters:
+    """The hit, miss and byte counters of a host cache, shared by every process.
+
+    The bookkeeping file ``counters`` holds one 64-bit count per name of
+    :data:`CACHE_COUNTERS`, added to under an exclusive ``flock`` (a few
+    syscalls). A damaged or foreign file reads as zeros and is rewritten whole
+    by the next addition. Counts are statistics: a process killed between its
+    read of the source and its addition leaves one fetch uncounted.
+
+    Parameters
+    ----------
+    ns
+        The namespace handle of the cache.
+    """
+
+    def __init__(self, ns: Namespace) -> None:
+        self.ns = ns
+        self._fd = -1
+        self._pid = -1
+        self._tlock = threading.Lock()
+
+    def _fileno(self) -> int:
+        pid = os.getpid()
+        if self._pid != pid:  # a forked child: its own open file description
+            self._tlock = threading.Lock()
+            self._fd = self.ns.open_bookkeeping(_COUNTERS)
+            self._pid = pid
+        return self._fd
+
+    def __del__(self) -> None:
+        if self._fd >= 0 and self._pid == os.getpid():
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+    @staticmethod
+    def parse(raw: bytes) -> dict[str, int]:
+        """The counts in the file's bytes *raw* (zeros if it is new or damaged)."""
+        if len(raw) == _COUNTERS_FMT.size:
+            version, *counts = _COUNTERS_FMT.unpack(raw)
+            if version == 1:
+                return dict(zip(CACHE_COUNTERS, counts, strict=True))
+        return dict.fromkeys(CACHE_COUNTERS, 0)
+
+    def add(self, **deltas: int) -> None:
+        """Add *deltas* (names of :data:`CACHE_COUNTERS`) to the host-wide counts."""
+        unknown = set(deltas) - set(CACHE_COUNTERS)
+        if unknown:
+            raise ValueError(f"unknown cache counters {sorted(unknown)}; known: {CACHE_COUNTERS}")
+        fd = self._fileno()
+        with self._tlock:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                counts = self.parse(os.pread(fd, _COUNTERS_FMT.size, 0))
+                for name, n in deltas.items():
+                    counts[name] += n
+                os.pwrite(fd, _COUNTERS_FMT.pack(1, *counts.values()), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def read(self) -> dict[str, int]:
+        """The host-wide counts now."""
+        fd = self._fileno()
+        with self._tlock:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                return self.parse(os.pread(fd, _COUNTERS_FMT.size, 0))
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def reset(self) -> None:
+        """Set every count to zero."""
+        fd = self._fileno()
+        with self._tlock:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.pwrite(fd, _COUNTERS_FMT.pack(1, *([0] * len(CACHE_COUNTERS))), 0)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _empty_slots() -> list[list[int]]:

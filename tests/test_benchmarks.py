@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import zarr.core.codec_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,3 +218,27 @@ def test_bench_arrays_refill_smoke(tmp_path: Path) -> None:
     for root in rf["roots"].values():
         assert not os.path.exists(root)
     assert mounts().count("shmstore-bench-") == before.count("shmstore-bench-")
+
+
+def test_bench_scaleout_quick(tmp_path: Path) -> None:
+    pytest.importorskip("aiohttp", reason="the HTTP source needs fsspec's HTTP filesystem")
+    out = tmp_path / "scaleout.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = ROOT / "benchmarks" / "bench_scaleout.py"
+    args = ["--quick", "--size-mib", "1", "--sources", "http", "--output", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "shmcache" in proc.stdout and "simplecache" in proc.stdout
+    doc = json.loads(out.read_text())
+    rows = {r["route"]: r for r in doc["rows"]}
+    assert set(rows) == {"direct", "simplecache", "shmcache"}
+    chunks = (1 << 20) // doc["meta"]["chunk_bytes"]
+    # two hosts fetch each chunk once each; direct readers fetch it per worker and read
+    assert rows["shmcache"]["requests"] == 2 * chunks
+    assert rows["direct"]["requests"] == 2 * 2 * 2 * chunks

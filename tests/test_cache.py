@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import run_python
 from test_tiering import files, start_together
 from zarr.abc.store import RangeByteRequest
 from zarr.core.buffer import cpu
@@ -262,3 +263,28 @@ print(ok, cache.cached_bytes)
     ok, cached = proc.stdout.split()
     assert ok == "True" and 0 < int(cached) <= 8 << 20
     assert os.statvfs(tiny_tmpfs).f_bavail * os.statvfs(tiny_tmpfs).f_frsize < 1 << 20
+
+
+def test_pickled_cache_resolves_root_where_unpickled(tmp_path: Path, shm_root: Path) -> None:
+    make_source(tmp_path / "src.zarr")
+    other = tmp_path / "other-host"
+    other.mkdir(mode=0o700)
+    blobs = [
+        pickle.dumps(CachingStore(tmp_path / "src.zarr")),
+        pickle.dumps(CachingStore(tmp_path / "src.zarr", root=shm_root)),
+    ]
+    code = r"""
+import pickle, sys, zarr
+for path in sys.argv[1:]:
+    cache = pickle.load(open(path, "rb"))
+    zarr.open_array(cache, path="t", mode="r")[:]
+    print(cache.root, cache.cached_bytes > 0)
+"""
+    paths = []
+    for i, blob in enumerate(blobs):
+        (tmp_path / f"{i}.pkl").write_bytes(blob)
+        paths.append(str(tmp_path / f"{i}.pkl"))
+    out = run_python(code, *paths, env={"SHMSTORE_ROOT": str(other)}).stdout.split("\n")
+    # the implicit root is the other host's, the explicit one travelled as given
+    assert out[:2] == [f"{other} True", f"{shm_root} True"]
+    assert any(other.iterdir())

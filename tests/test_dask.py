@@ -109,37 +109,54 @@ def route(request: pytest.FixtureRequest, tmp_path: Path) -> Route:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[distributed.Client]:
-    """One LocalCluster of 2 worker processes for the whole module (2 cores here).
-
-    The workers get their own ``$SHMSTORE_ROOT``; every test passes its own
-    root along with the stores and filesystems it ships, which is what travels
-    in a pickle (the resolved root, never the environment's).
-    """
+def cluster_root() -> Iterator[Path]:
+    """The shared-memory root of the cluster's host (client and workers alike)."""
     root = Path(_BASE) / f"shmstore-test-cluster-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     root.mkdir(mode=0o700)
-    old = os.environ.get("SHMSTORE_ROOT")
-    os.environ["SHMSTORE_ROOT"] = str(root)
     try:
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        yield root
     finally:
-        if old is None:
-            del os.environ["SHMSTORE_ROOT"]
-        else:
-            os.environ["SHMSTORE_ROOT"] = old
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def client(cluster_root: Path) -> Iterator[distributed.Client]:
+    """One LocalCluster of 2 worker processes for the whole module (2 cores here).
+
+    The workers are given ``$SHMSTORE_ROOT`` in their environment, as a host's
+    workers would be: a store, cache or filesystem pickled without an explicit
+    root resolves it where it is unpickled, in the worker.
+    """
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        env={"SHMSTORE_ROOT": str(cluster_root)},
+    )
     c = distributed.Client(cluster)
     try:
         yield c
     finally:
         c.close()
         cluster.close()
-        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def host_root(
+    client: distributed.Client, cluster_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The test's root is the cluster host's: the client and its workers share it."""
+    monkeypatch.setenv("SHMSTORE_ROOT", str(cluster_root))
+    try:
+        yield cluster_root
+    finally:
+        for entry in list(cluster_root.iterdir()):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink()
 
 
 # ------------------------------------------------------------------ threads
@@ -340,7 +357,7 @@ def _read_row(url: str, root: str, row: int) -> tuple[int, list[float]]:
     return os.getpid(), z[row].tolist()
 
 
-def test_cluster_reductions_equal_numpy(client: distributed.Client, shm_root: Path) -> None:
+def test_cluster_reductions_equal_numpy(client: distributed.Client, host_root: Path) -> None:
     data = _data((600, 400))
     _write("shm://cl/t", data, chunks=(150, 100))
     x = da.from_zarr("shm://cl/t")
@@ -352,7 +369,7 @@ def test_cluster_reductions_equal_numpy(client: distributed.Client, shm_root: Pa
     assert len(set(client.run(_pid).values())) == 2
 
 
-def test_cluster_to_zarr_store_and_persist(client: distributed.Client, shm_root: Path) -> None:
+def test_cluster_to_zarr_store_and_persist(client: distributed.Client, host_root: Path) -> None:
     data = _data((400, 400), seed=1)
     x = da.from_array(data, chunks=100)
     (x + 1).to_zarr("shm://clw/plus")
@@ -383,6 +400,7 @@ def test_cluster_to_zarr_store_and_persist(client: distributed.Client, shm_root:
 def test_worker_write_visible_to_other_worker_and_client(
     client: distributed.Client, shm_root: Path
 ) -> None:
+    # an explicit root travels as given (the workers' own is another directory)
     a, b = sorted(client.scheduler_info()["workers"])
     root = str(shm_root)
     pid_a = client.submit(_pipe, root, "vis/k", b"from worker a", workers=[a], pure=False).result()
@@ -395,6 +413,24 @@ def test_worker_write_visible_to_other_worker_and_client(
     pid_b, row = client.submit(_read_row, "shm://vis/z", root, 2, workers=[b], pure=False).result()
     assert row == [7.5] * 8
     assert zarr.open_array("shm://vis/z")[2].tolist() == [7.5] * 8
+
+
+def _roots(objects: list[Any]) -> list[str]:
+    return [obj.root for obj in objects]
+
+
+def test_root_resolves_on_the_worker(
+    client: distributed.Client, cluster_root: Path, shm_root: Path
+) -> None:
+    # made here, where $SHMSTORE_ROOT is the test's root; unpickled in a worker,
+    # whose $SHMSTORE_ROOT is the cluster's
+    SharedMemoryStore("hosted")
+    implicit = [SharedMemoryStore("hosted"), SharedMemoryFileSystem()]
+    explicit = [SharedMemoryStore("hosted", root=shm_root), SharedMemoryFileSystem(root=shm_root)]
+    SharedMemoryStore("hosted", root=cluster_root)  # so that the worker finds it
+    got = client.submit(_roots, implicit + explicit, pure=False).result()
+    assert got == [str(cluster_root)] * 2 + [str(shm_root)] * 2
+    shutil.rmtree(cluster_root / "hosted")
 
 
 def test_cluster_unknown_namespace(client: distributed.Client, shm_root: Path) -> None:

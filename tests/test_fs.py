@@ -349,11 +349,18 @@ def test_pickle_carries_the_root_not_the_data(fs: SharedMemoryFileSystem, shm_ro
     code = (
         "import pickle, sys\n"
         "fs = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
-        "print(fs.root, len(fs.cat_file('ns/big')))\n"
+        "print(fs.root, fs.exists('ns/big'))\n"
     )
-    # the child's own $SHMSTORE_ROOT points elsewhere: the pickled root wins
-    out = run_python(code, blob.hex(), env={"SHMSTORE_ROOT": str(shm_root / "decoy")})
-    assert out.stdout.split() == [str(shm_root), str(1 << 20)]
+    # the child's own $SHMSTORE_ROOT points elsewhere (another host's shared
+    # memory): a root left to the environment is resolved there...
+    other = shm_root / "other-host"
+    other.mkdir()
+    out = run_python(code, blob.hex(), env={"SHMSTORE_ROOT": str(other)})
+    assert out.stdout.split() == [str(other), "False"]
+    # ...and a root given explicitly travels as given
+    explicit = pickle.dumps(SharedMemoryFileSystem(root=shm_root))
+    out = run_python(code, explicit.hex(), env={"SHMSTORE_ROOT": str(other)})
+    assert out.stdout.split() == [str(shm_root), "True"]
 
 
 def test_unrelated_process_reads_through_fsspec(fs: SharedMemoryFileSystem) -> None:

@@ -231,6 +231,23 @@ def test_pickle_sends_the_name_only() -> None:
     assert pickle.loads(pickle.dumps(scoped_store)).scoped is False
 
 
+def test_pickled_root_is_the_unpickling_hosts_unless_given(shm_root: Path) -> None:
+    other = shm_root / "other-host"
+    other.mkdir()
+    SharedMemoryStore("hosted", root=other)
+    code = (
+        "import pickle, sys\n"
+        "store = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+        "print(store.root, store.path)\n"
+    )
+    env = {"SHMSTORE_ROOT": str(other)}
+    out = run_python(code, pickle.dumps(SharedMemoryStore("hosted")).hex(), env=env)
+    assert out.stdout.split() == [str(other), str(other / "hosted")]
+    given = pickle.dumps(SharedMemoryStore("hosted", root=shm_root))
+    out = run_python(code, given.hex(), env=env)
+    assert out.stdout.split() == [str(shm_root), str(shm_root / "hosted")]
+
+
 # ------------------------------------------------------------- reads
 def test_reads_are_zero_copy_views() -> None:
     store = SharedMemoryStore("zc")

@@ -22,6 +22,14 @@ REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*
 FLOOR = re.compile(r"^>=\s*([^\s,]+)$")
 
 
+#: Not floors: constraints that save pip's resolver minutes of backtracking, each
+#: exactly what it would settle on anyway. s3fs's floor (2024.12.0) takes
+#: aiobotocore < 3, whose newest 2.x (2.26.0) pins botocore (and boto3, which
+#: moto needs) to 1.41.0-1.41.5; unhinted, pip walks back through hundreds of
+#: boto3 releases to find one that fits.
+HINTS = ["botocore>=1.41.0,<1.41.6", "boto3>=1.41.0,<1.41.6"]
+
+
 def floors(extras: list[str]) -> list[str]:
     project = tomllib.loads(PYPROJECT.read_text())["project"]
     groups = project.get("optional-dependencies", {})
@@ -44,4 +52,4 @@ def floors(extras: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    print("\n".join(floors(sys.argv[1:])))
+    print("\n".join(floors(sys.argv[1:]) + HINTS))

@@ -228,8 +228,151 @@ def section_soak(doc: dict[str, Any], name: str) -> str:
     return "\n".join([run_line(doc, name), "", table(head, body), ""])
 
 
+def _spread(cell: dict[str, Any], fmt: str = "{:.2f}") -> str:
+    """``best (min-max)`` of a ``{best, min, max}`` cell."""
+    return f"{fmt.format(cell['best'])} ({fmt.format(cell['min'])}-{fmt.format(cell['max'])})"
+
+
+def section_bench_rewrite(doc: dict[str, Any], name: str) -> str:
+    """First writes, rewrites (first and steady) and fresh-process reads vs MemoryStore."""
+    rows, rats = doc["rows"], doc["ratios"]
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    vs_mem = {
+        (r["pipeline"], r["chunk_bytes"], r["root"], r["op"]): r
+        for r in rats
+        if r["vs"] == "memory"
+    }
+    head = ["pipeline", "chunk", "root", *ops]
+    body = []
+    for pipeline, chunk, root in dict.fromkeys((k[0], k[1], k[2]) for k in vs_mem):
+        cells = []
+        for op in ops:
+            r = vs_mem.get((pipeline, chunk, root, op))
+            cells.append("-" if r is None else f"{r['ratio']:.2f}x ({r['paired']:.2f}x)")
+        pages = "4 KiB pages" if root == "small" else "huge=within_size"
+        body.append([pipeline, human(chunk), pages, *cells])
+    out = [
+        run_line(doc, name),
+        "",
+        "shmstore over zarr's MemoryStore, best round over best round (median of "
+        "the same-round ratios):",
+        "",
+        table(head, body),
+        "",
+    ]
+    gib = {(r["pipeline"], r["chunk_bytes"], r["side"], r["op"]): r for r in rows}
+    sides = list(dict.fromkeys(r["side"] for r in rows))
+    chunks = sorted({r["chunk_bytes"] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(1, len(chunks), figsize=(4.2 * len(chunks), 3), squeeze=False)
+    width = 0.8 / len(sides)
+    for ax, chunk in zip(axes[0], chunks, strict=True):
+        for i, side in enumerate(sides):
+            vals = [gib.get(("default", chunk, side, op), {}).get("best", 0) for op in ops]
+            xs = [j + i * width for j in range(len(ops))]
+            label = side.replace("shmstore@small", "shmstore, 4 KiB pages")
+            label = label.replace("shmstore@huge", "shmstore, huge pages")
+            ax.bar(xs, vals, width, label=label.replace("memory", "zarr MemoryStore"))
+        ax.set_xticks([j + width * (len(sides) - 1) / 2 for j in range(len(ops))], ops)
+        ax.set_title(f"{human(chunk)} chunks, default pipeline")
+        ax.set_ylabel("GiB/s (best round)")
+    axes[0][0].legend(fontsize=7)
+    out += [figure(fig, "bench_rewrite-ops"), ""]
+    return "\n".join(out)
+
+
+def section_bench_arrays(doc: dict[str, Any], name: str) -> str:
+    """The refill section of bench_arrays: delete + create vs a copy into a live array."""
+    rf = doc["refill"]
+    body = [[side, _spread(cell)] for side, cell in rf["gib_s"].items()]
+    rat = [[k, f"{v:.2f}x"] for k, v in doc.get("ratios", {}).items() if "@" in k]
+    return "\n".join(
+        [
+            f"`{name}`: Python {doc.get('python', '?')}, numpy {doc.get('numpy', '?')}, "
+            f"{doc.get('size_mib', '?')} MiB arrays, {doc.get('rounds', '?')} rounds, "
+            f"{doc.get('cpus', '?')} CPUs.",
+            "",
+            table(["what", "GiB/s, best (min-max)"], body),
+            "",
+            table(["ratio (best rounds)", ""], rat),
+            "",
+        ]
+    )
+
+
+def section_bench_pipeline(doc: dict[str, Any], name: str) -> str:
+    """N fresh consumers reading one persisted array: time, first result, PSS."""
+    rows = doc["rows"]
+    head = ["consumers", "route", "total s", "first result s", "consumers' PSS MiB"]
+    body = [
+        [
+            r["consumers"],
+            r["label"],
+            _spread(r["total"]),
+            _spread(r["first"]),
+            f"{r['pss']['best'] / 2**20:.0f}",
+        ]
+        for r in rows
+    ]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    for label in labels:
+        mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["consumers"])
+        ns = [r["consumers"] for r in mine]
+        a1.plot(ns, [r["total"]["best"] for r in mine], marker="o", label=label)
+        a2.plot(ns, [r["pss"]["best"] / 2**20 for r in mine], marker="o", label=label)
+    a1.set_xlabel("consumer processes")
+    a1.set_ylabel("total time, s (best round)")
+    a2.set_xlabel("consumer processes")
+    a2.set_ylabel("consumers' total PSS, MiB")
+    for ax in (a1, a2):
+        ax.set_xticks(sorted({r["consumers"] for r in rows}))
+    a2.legend(fontsize=7, loc="upper left")
+    meta = doc["meta"]
+    return "\n".join(
+        [
+            run_line(doc, name) + f" {human(meta['size'])} in {human(meta['chunk'])} chunks.",
+            "",
+            figure(fig, "bench_pipeline-scaling"),
+            "",
+            table(head, body),
+            "",
+        ]
+    )
+
+
+def section_bench_scaleout(doc: dict[str, Any], name: str) -> str:
+    """Two simulated hosts reading one source: requests, bytes, cold and warm time, PSS."""
+    head = ["source", "route", "source requests", "MiB served", "cold s", "warm s", "PSS MiB"]
+    body = [
+        [
+            r["source"],
+            r["route"],
+            r["requests"],
+            f"{r['bytes_served'] / 2**20:.1f}",
+            _spread(r["cold_s"]),
+            _spread(r["warm_s"], "{:.3f}"),
+            f"{r['pss_bytes'] / 2**20:.0f}",
+        ]
+        for r in doc["rows"]
+    ]
+    meta = doc["meta"]
+    return "\n".join(
+        [
+            run_line(doc, name) + f" {meta['hosts']} hosts x {meta['workers_per_host']} workers,"
+            f" {meta['size_mib']} MiB in {human(meta['chunk_bytes'])} chunks.",
+            "",
+            table(head, body),
+            "",
+        ]
+    )
+
+
 SECTIONS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "bench_store": section_bench_store,
+    "bench_rewrite": section_bench_rewrite,
+    "bench_arrays": section_bench_arrays,
+    "bench_pipeline": section_bench_pipeline,
+    "bench_scaleout": section_bench_scaleout,
     "soak": section_soak,
 }
 

@@ -245,7 +245,7 @@ class CachingStore(Store):
         self._counters: CacheCounters | None = None
         self._touched: dict[str, float] = {}
         self._hits = 0
-        self._counted_at = time.monotonic()
+        self._counted_at = float("-inf")  # a process's first hit is counted at once
 
     @property
     def scratch(self) -> bool:

@@ -220,6 +220,10 @@ class SharedMemoryCacheFileSystem(AsyncFileSystem, *_LAYER, metaclass=_RootResol
         """The cache's host-wide counters and size (:meth:`CachingStore.stats`)."""
         return self.host_cache.stats()
 
+    def flush_counters(self) -> None:
+        """Add this process's hits not yet counted to the host-wide counters now."""
+        self.host_cache.flush_counters()
+
     def destroy(self) -> None:
         """Unlink this host's cache (the source is untouched)."""
         self.host_cache.destroy()

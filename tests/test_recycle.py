@@ -171,6 +171,8 @@ def test_gc_reclaims_a_killed_writers_pool(shm_root: Path) -> None:
     shmstore.destroy("dead")
 
 
+# The fork is the point: a child of a process that keeps files must not reuse them.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_never_writes_into_its_parents_files(store, shm_root: Path) -> None:
     store.set_sync("k", value(1))
     store.set_sync("k", value(2))  # the parent keeps version 1's file

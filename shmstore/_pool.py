@@ -40,6 +40,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import ctypes
 import errno
 import os
 import resource
@@ -120,7 +121,7 @@ class Kept:
 
     def fill(self, data: memoryview) -> None:
         """Copy *data* (exactly :attr:`size` bytes) in, under the lease :meth:`Pool.take` took."""
-        self.write(lambda view: view.__setitem__(slice(None), data))
+        self.write(lambda view: _copy(view, data))
 
     def write(self, fn: Callable[[memoryview], None]) -> None:
         """``fn(view)`` on a writable view of the whole file, then drop the lease.
@@ -146,6 +147,27 @@ class Kept:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def _copy(dst: memoryview, src: memoryview) -> None:
+    """``dst[:] = src``, without holding the GIL where it can.
+
+    A memoryview assignment copies with the GIL held: writers on several
+    threads (zarr's fused pipeline) would copy one at a time. ``ctypes.memmove``
+    releases it, for a source it can address (a writable buffer, as zarr's
+    encoded chunks are); a read-only one (``bytes``) is assigned.
+    """
+    n = len(src)
+    try:
+        source = (ctypes.c_char * n).from_buffer(src)
+    except TypeError:
+        dst[:] = src
+        return
+    target = (ctypes.c_char * n).from_buffer(dst)
+    try:
+        ctypes.memmove(target, source, n)
+    finally:
+        del target, source  # the exports on both buffers end here
 
 
 class Pool:

@@ -22,7 +22,20 @@ PROTO = default_buffer_prototype()
 
 
 def value(tag: int, size: int = SIZE) -> Buffer:
-    return Buffer.from_bytes(np.full(size // 8, tag, dtype="<u8").tobytes())
+    """A chunk whose every word is *tag*, in writable memory (as zarr's encoded chunks)."""
+    return Buffer.from_array_like(np.full(size // 8, tag, dtype="<u8").view(np.uint8))
+
+
+def test_read_only_sources_are_copied_too(shm_root: Path) -> None:
+    store = shmstore.SharedMemoryStore("ro")
+    try:
+        for tag in range(4):  # bytes: a read-only buffer, copied by assignment
+            store.set_sync("k", Buffer.from_bytes(np.full(SIZE // 8, tag, "<u8").tobytes()))
+        got = np.frombuffer(store.get_sync("k", prototype=PROTO).as_numpy_array(), "<u8")
+        assert (got == 3).all()
+        assert len(tmp_entries(shm_root, "ro")) == 1
+    finally:
+        store.destroy()
 
 
 def ino(root: Path, ns: str, key: str) -> int:

@@ -43,7 +43,8 @@ v, end, inodes = 0, time.monotonic() + seconds, set()
 while time.monotonic() < end:
     v += 1
     for i in range(keys):
-        s.set_sync(f"a/c/{i}", Buffer.from_bytes(np.full(words, (i << 40) | v, "<u8").tobytes()))
+        tagged = np.full(words, (i << 40) | v, "<u8").view(np.uint8)  # writable, as zarr's
+        s.set_sync(f"a/c/{i}", Buffer.from_array_like(tagged))
     inodes.add(os.stat(s.path + "/a/c/0").st_ino)
 print(v, len(inodes), flush=True)
 """

@@ -87,7 +87,24 @@ class _Handler(SimpleHTTPRequestHandler):
         self.counts.add(self.path.split("?", 1)[0].lstrip("/"), len(body))
 
 
-class HTTPSource:
+class _CountedSource:
+    """What both sources report: the GETs they served (per path, or ``bucket/key``)."""
+
+    _counts: _Counts
+
+    def gets(self) -> collections.Counter[str]:
+        """GETs served per path so far."""
+        return self._counts.snapshot()
+
+    @property
+    def bytes_served(self) -> int:
+        return self._counts.bytes
+
+    def reset(self) -> None:
+        self._counts.reset()
+
+
+class HTTPSource(_CountedSource):
     """An HTTP server of *directory* on 127.0.0.1 (a free port), in a thread.
 
     Use as a context manager; :attr:`url` is its root, :meth:`gets` the GETs
@@ -108,17 +125,6 @@ class HTTPSource:
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
-
-    def gets(self) -> collections.Counter[str]:
-        """GETs served per path so far."""
-        return self._counts.snapshot()
-
-    @property
-    def bytes_served(self) -> int:
-        return self._counts.bytes
-
-    def reset(self) -> None:
-        self._counts.reset()
 
     def __enter__(self) -> HTTPSource:
         self._thread.start()
@@ -151,7 +157,7 @@ class _CountingApp:
         return body
 
 
-class S3Source:
+class S3Source(_CountedSource):
     """moto's S3 server on 127.0.0.1 (a free port), in a thread, counting object GETs.
 
     :attr:`storage_options` are the s3fs options that reach it.
@@ -179,17 +185,6 @@ class S3Source:
             "client_kwargs": {"endpoint_url": self.endpoint, "region_name": "us-east-1"},
             "use_listings_cache": False,
         }
-
-    def gets(self) -> collections.Counter[str]:
-        """Object GETs served per ``bucket/key`` so far."""
-        return self._counts.snapshot()
-
-    @property
-    def bytes_served(self) -> int:
-        return self._counts.bytes
-
-    def reset(self) -> None:
-        self._counts.reset()
 
     def __enter__(self) -> S3Source:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request else

@@ -155,18 +155,10 @@ class _State:
         return freed
 
 
-class Usage:
-    """The bytes a namespace's shared-memory tier holds, shared by every process.
+class _BookkeepingFile:
+    """A bookkeeping file of a namespace, opened once per process and locked with ``flock``."""
 
-    Changed only under an exclusive ``flock`` on the bookkeeping file ``usage``
-    (plus a thread lock: ``flock`` does not exclude threads that share one
-    descriptor). Critical sections are a few syscalls long.
-
-    Parameters
-    ----------
-    ns
-        The namespace handle.
-    """
+    _FILE: str
 
     def __init__(self, ns: Namespace) -> None:
         self.ns = ns
@@ -183,16 +175,32 @@ class Usage:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
             self._tlock = threading.Lock()
-            self._fd = self.ns.open_bookkeeping(_USAGE)
+            self._fd = self.ns.open_bookkeeping(self._FILE)
             self._pid = pid
         return self._fd
 
     def __del__(self) -> None:
         # Only this process's own descriptor: a forked child that never used
-        # the counter holds the parent's number, which _fileno replaces.
+        # the file holds the parent's number, which _fileno replaces.
         if self._fd >= 0 and self._pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(self._fd)
+
+
+class Usage(_BookkeepingFile):
+    """The bytes a namespace's shared-memory tier holds, shared by every process.
+
+    Changed only under an exclusive ``flock`` on the bookkeeping file ``usage``
+    (plus a thread lock: ``flock`` does not exclude threads that share one
+    descriptor). Critical sections are a few syscalls long.
+
+    Parameters
+    ----------
+    ns
+        The namespace handle.
+    """
+
+    _FILE = _USAGE
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[_State]:
@@ -320,7 +328,7 @@ _COUNTERS = "counters"
 _COUNTERS_FMT = struct.Struct(f"<q{len(CACHE_COUNTERS)}q")
 
 
-class CacheCounters:
+class CacheCounters(_BookkeepingFile):
     """The hit, miss and byte counters of a host cache, shared by every process.
 
     The bookkeeping file ``counters`` holds one 64-bit count per name of
@@ -335,24 +343,7 @@ class CacheCounters:
         The namespace handle of the cache.
     """
 
-    def __init__(self, ns: Namespace) -> None:
-        self.ns = ns
-        self._fd = -1
-        self._pid = -1
-        self._tlock = threading.Lock()
-
-    def _fileno(self) -> int:
-        pid = os.getpid()
-        if self._pid != pid:  # a forked child: its own open file description
-            self._tlock = threading.Lock()
-            self._fd = self.ns.open_bookkeeping(_COUNTERS)
-            self._pid = pid
-        return self._fd
-
-    def __del__(self) -> None:
-        if self._fd >= 0 and self._pid == os.getpid():
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
+    _FILE = _COUNTERS
 
     @staticmethod
     def parse(raw: bytes) -> dict[str, int]:

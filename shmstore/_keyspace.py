@@ -531,6 +531,13 @@ class Keyspace:
         Returns False if *exclusive* and the key existed (nothing written).
         """
         self._check_writable()
+        if self._tiers is None:
+            # The common case first, without the closure: the namespace is the
+            # one this handle holds (a destroyed one raises, and _run moves on).
+            try:
+                return self._ns.write(key, data, exclusive=exclusive, recycle=True)
+            except FileNotFoundError:
+                pass
         return self._run(lambda ns: self._set(ns, key, data, exclusive), _never)
 
     def _set(self, ns: Namespace, key: str, data: Any, exclusive: bool) -> bool:

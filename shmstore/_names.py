@@ -232,6 +232,12 @@ def check_name(name: object, kind: str = "namespace") -> str:
     return name
 
 
+#: Keys that passed :func:`check_key` (a chunk is written and read again and
+#: again): a set lookup instead of the checks. Cleared when it grows large.
+_valid_keys: set[str] = set()
+_VALID_KEYS_MAX = 1 << 16
+
+
 def check_key(key: object) -> str:
     """Validate a zarr key so that it can only name a file inside its namespace.
 
@@ -243,6 +249,8 @@ def check_key(key: object) -> str:
         bytes or 256 components, or starts with the reserved ``.shmstore``
         entry.
     """
+    if type(key) is str and key in _valid_keys:
+        return key
     if not isinstance(key, str):
         raise TypeError(f"key must be a str, got {type(key).__name__}: {key!r}")
     if "\0" in key:
@@ -268,6 +276,9 @@ def check_key(key: object) -> str:
             raise ValueError(f"key {key!r} has a component longer than {MAX_NAME_BYTES} bytes")
     if parts[0] == META:
         raise ValueError(f"key {key!r} is reserved for shmstore's bookkeeping")
+    if len(_valid_keys) >= _VALID_KEYS_MAX:
+        _valid_keys.clear()
+    _valid_keys.add(str(key))
     return key
 
 

@@ -128,6 +128,24 @@ _recent: collections.OrderedDict[tuple[str, str], Namespace] = collections.Order
 _RECENT_HANDLES = 64
 _registry_lock = threading.Lock()
 
+# Directory descriptors that writers keep between writes (Namespace._borrow_dir):
+# opening a chunk's parent with ``openat2`` costs as much as the rename itself.
+# Per handle, a few per parent; in all, at most this many in the process.
+_MAX_DIR_FDS = 128
+_DIR_FDS_PER_PARENT = 2
+_dir_fds = 0
+_dir_fds_lock = threading.Lock()
+
+
+def _close_dirs(dirs: dict[str, list[tuple[int, int]]]) -> None:
+    """Close the kept directory descriptors *dirs* of a handle (when it goes)."""
+    global _dir_fds
+    with _dir_fds_lock:
+        fds = [fd for held in dirs.values() for fd, _tok in held]
+        dirs.clear()
+        _dir_fds -= len(fds)
+    px.close_fds(*fds)
+
 
 def _remember(key: tuple[str, str], ns: Namespace) -> None:
     """Register *ns* and keep it among the recently used handles (lock held)."""
@@ -258,6 +276,10 @@ class Namespace:
         self._page = self._gen.page
         self._meta_sig: tuple[int, int, int] | None = None
         self._pool: Pool | None = None
+        # Parent directories of recent writes, with the global token they were
+        # opened under: each is used by one writer at a time (_borrow_dir).
+        self._dirs: dict[str, list[tuple[int, int]]] = {}
+        weakref.finalize(self, _close_dirs, self._dirs)
         # Closed when the last reference to the handle goes (never while a
         # store still uses it); views handed out keep their own mappings.
         weakref.finalize(self, px.close_fds, self._fd, self._tmp_fd)
@@ -604,6 +626,10 @@ class Namespace:
             except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                 self._cache.pop(key)
                 return None
+            except BlockingIOError:
+                # The name led to a version a writer displaced and now reuses
+                # under its lease (``_pool``): the key names another file now.
+                continue
             except OSError as e:
                 if e.errno != errno.ELOOP:
                     raise
@@ -643,11 +669,21 @@ class Namespace:
         parent, _, base = rel.rpartition("/")
         if not parent:
             return os.stat(base, dir_fd=self._fd, follow_symlinks=False)
-        pfd = px.open_dir_beneath(self._fd, parent)
-        try:
-            return os.stat(base, dir_fd=pfd, follow_symlinks=False)
-        finally:
-            os.close(pfd)
+        for fresh in (False, True):
+            pfd, tok = self._borrow_dir(parent, fresh=fresh)
+            try:
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                os.close(pfd)  # maybe a kept descriptor of a removed directory
+                if fresh:
+                    raise
+                continue
+            except BaseException:
+                os.close(pfd)
+                raise
+            self._return_dir(parent, pfd, tok)
+            return st
+        raise AssertionError("unreachable")
 
     def lstat(self, key: str) -> os.stat_result | None:
         """The status of the entry of *key* (value, marker or directory), never followed.
@@ -709,12 +745,10 @@ class Namespace:
             If the namespace was destroyed.
         """
         check_key(key)
-        pool = self._get_pool() if recycle else None
+        pool = (self._pool or self._get_pool()) if recycle else None
         if pool is None or not pool.enabled:
             return self.install(self.prepare(data), key, exclusive=exclusive)
         view = px.as_bytes_view(data)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
         kept = pool.take(view.nbytes)
         if kept is not None:
             try:
@@ -724,6 +758,8 @@ class Namespace:
                 raise
             tmp, kept.name = kept.name, None
         else:
+            if view.format != "B" or view.ndim != 1:
+                view = view.cast("B")
             tmp, kept = self._prepare(view, pool)
         try:
             written = self._install(tmp, key, exclusive, pool)
@@ -853,12 +889,63 @@ class Namespace:
                 os.unlink(tmp, dir_fd=self._tmp_fd)
             raise
 
+    def _borrow_dir(self, parent: str, *, fresh: bool = False) -> tuple[int, int | None]:
+        """A descriptor of the directory *parent* for this caller alone, and its token.
+
+        A kept one if it is still good, else a new one (``openat2``, no symlink
+        followed). Kept descriptors are good while the page's global token is
+        the one read before they were opened: every ``delete_dir`` and
+        ``destroy`` (of any process) bumps it after moving directories away,
+        so a writer never goes on renaming into a directory moved out of
+        sight. One that was merely removed fails the rename with ``ENOENT``,
+        and the caller retries with a new one. Give it back with
+        :meth:`_return_dir`, or close it. *fresh*: a new one in any case.
+        """
+        global _dir_fds
+        page = self._page
+        if page is None:
+            return px.open_dir_beneath(self._fd, parent), None
+        tok = page[0]
+        held = None if fresh else self._dirs.get(parent)
+        if held:
+            stale = []
+            with _dir_fds_lock:
+                while held:
+                    fd, ftok = held.pop()
+                    if ftok == tok:
+                        _dir_fds -= 1 + len(stale)
+                        break
+                    stale.append(fd)
+                else:
+                    fd = -1
+                    _dir_fds -= len(stale)
+            px.close_fds(*stale)
+            if fd >= 0:
+                return fd, tok
+        return px.open_dir_beneath(self._fd, parent), tok
+
+    def _return_dir(self, parent: str, fd: int, tok: int | None) -> None:
+        """Keep *fd* (from :meth:`_borrow_dir`) for the next write under *parent*."""
+        global _dir_fds
+        page = self._page
+        if tok is not None and page is not None and page[0] == tok:
+            with _dir_fds_lock:
+                held = self._dirs.get(parent)
+                if held is None and _dir_fds < _MAX_DIR_FDS:
+                    held = self._dirs[parent] = []
+                if held is not None and len(held) < _DIR_FDS_PER_PARENT and _dir_fds < _MAX_DIR_FDS:
+                    held.append((fd, tok))
+                    _dir_fds += 1
+                    return
+        os.close(fd)
+
     def _install(self, tmp: str, key: str, exclusive: bool, pool: Pool | None) -> bool:
         tfd = self._tmp_fd
         parent, _, base = key.rpartition("/")
         for _ in range(64):
+            tok = None
             try:
-                pfd = px.open_dir_beneath(self._fd, parent) if parent else self._fd
+                pfd, tok = self._borrow_dir(parent) if parent else (self._fd, None)
             except FileNotFoundError:
                 self._check_alive()
                 # A concurrent delete may prune a level we just made (ENOENT on
@@ -870,18 +957,21 @@ class Namespace:
                 with contextlib.suppress(FileNotFoundError):
                     self._makedirs(parent)  # raises, naming the component at fault
                 continue
+            done = False
             try:
                 if exclusive:
                     try:
                         os.link(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
                     except FileExistsError:
                         os.unlink(tmp, dir_fd=tfd)
+                        done = True
                         return False
                     os.unlink(tmp, dir_fd=tfd)
                 elif pool is not None and pool.enabled:
                     self._exchange(tmp, pfd, base, key, pool)
                 else:
                     os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
+                done = True
                 self._cache.pop(key)
                 self._gen.bump(key)
                 return True
@@ -891,6 +981,7 @@ class Namespace:
                 self._check_alive()
                 continue
             except IsADirectoryError:
+                done = True
                 raise IsADirectoryError(
                     errno.EISDIR,
                     f"cannot set key {key!r} in namespace {self.name!r}: it is a prefix "
@@ -898,7 +989,10 @@ class Namespace:
                 ) from None
             finally:
                 if parent:
-                    os.close(pfd)
+                    if done:
+                        self._return_dir(parent, pfd, tok)
+                    else:
+                        os.close(pfd)  # maybe a removed directory: never kept
         raise OSError(f"could not install key {key!r} in namespace {self.name!r}")
 
     def _exchange(self, tmp: str, pfd: int, base: str, key: str, pool: Pool) -> None:

@@ -40,8 +40,8 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
-import ctypes
 import errno
+import fcntl
 import os
 import resource
 import threading
@@ -49,6 +49,10 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from shmstore import _posix as px
+
+_fcntl = fcntl.fcntl
+_F_SETLEASE = px.F_SETLEASE
+_F_WRLCK = fcntl.F_WRLCK
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,7 +111,7 @@ def budget(fs_fd: int | None = None) -> int:
 class Kept:
     """A file a writer keeps: its descriptor, size and (once reused) a writable mapping."""
 
-    __slots__ = ("fd", "key", "map", "name", "pool", "refusals", "size", "view")
+    __slots__ = ("arr", "fd", "key", "map", "name", "pool", "refusals", "size")
 
     def __init__(self, pool: Pool, fd: int, size: int, key: tuple[int, int]) -> None:
         self.pool = pool
@@ -116,12 +120,24 @@ class Kept:
         self.key = key
         self.name: str | None = None
         self.map: Any = None
-        self.view: memoryview | None = None
+        self.arr: Any = None  # the mapping as a NumPy byte array
         self.refusals = 0
 
-    def fill(self, data: memoryview) -> None:
-        """Copy *data* (exactly :attr:`size` bytes) in, under the lease :meth:`Pool.take` took."""
-        self.write(lambda view: _copy(view, data))
+    def fill(self, data: Any) -> None:
+        """Copy *data* (a buffer of exactly :attr:`size` bytes) in, under the lease
+        :meth:`Pool.take` took, then drop the lease.
+
+        The copy (NumPy's) runs without the GIL: writers on several threads
+        (zarr's fused pipeline) copy at once.
+        """
+        try:
+            arr = self.arr
+            if arr is None:
+                arr = self._map()
+            _np.copyto(arr, _np.frombuffer(data, _np.uint8))
+            os.utime(self.fd)  # mappings do not move the modification time
+        finally:
+            px.lease(self.fd, take=False)
 
     def write(self, fn: Callable[[memoryview], None]) -> None:
         """``fn(view)`` on a writable view of the whole file, then drop the lease.
@@ -129,18 +145,25 @@ class Kept:
         *fn* must not keep references to the view.
         """
         try:
-            if self.view is None:
-                self.map = px.map_readwrite(self.fd, self.size)
-                self.view = memoryview(self.map)
-            fn(self.view)
-            os.utime(self.fd)  # mappings do not move the modification time
+            if self.arr is None:
+                self._map()
+            fn(memoryview(self.map))
+            os.utime(self.fd)
         finally:
             px.lease(self.fd, take=False)
 
+    def _map(self) -> Any:
+        global _np
+        if _np is None:
+            import numpy
+
+            _np = numpy
+        self.map = px.map_readwrite(self.fd, self.size)
+        self.arr = _np.frombuffer(self.map, _np.uint8)
+        return self.arr
+
     def close(self) -> None:
-        if self.view is not None:
-            self.view.release()
-            self.view = None
+        self.arr = None  # the only export of the mapping: it can close now
         if self.map is not None:
             self.map.close()
             self.map = None
@@ -149,25 +172,8 @@ class Kept:
             self.fd = -1
 
 
-def _copy(dst: memoryview, src: memoryview) -> None:
-    """``dst[:] = src``, without holding the GIL where it can.
-
-    A memoryview assignment copies with the GIL held: writers on several
-    threads (zarr's fused pipeline) would copy one at a time. ``ctypes.memmove``
-    releases it, for a source it can address (a writable buffer, as zarr's
-    encoded chunks are); a read-only one (``bytes``) is assigned.
-    """
-    n = len(src)
-    try:
-        source = (ctypes.c_char * n).from_buffer(src)
-    except TypeError:
-        dst[:] = src
-        return
-    target = (ctypes.c_char * n).from_buffer(dst)
-    try:
-        ctypes.memmove(target, source, n)
-    finally:
-        del target, source  # the exports on both buffers end here
+# NumPy, imported with the first mapping (``import shmstore`` stays light).
+_np: Any = None
 
 
 class Pool:
@@ -189,13 +195,14 @@ class Pool:
         """A pooled file of *size* bytes that nobody else has open, leased; or ``None``."""
         if not self.enabled or size < MIN_BYTES:
             return None
+        free = self._free
         for _ in range(4):
             with _lock:
-                queue = self._free.get(size)
+                queue = free.get(size)
                 if not queue:
                     return None
                 kept = queue.popleft()
-                _kept.pop(kept, None)
+                del _kept[kept]
                 _account(kept, -1)
             try:
                 if self._lease(kept):
@@ -208,29 +215,30 @@ class Pool:
                 self._let_go(kept)
                 continue
             with _lock:  # a reader still maps it: try it again later
-                self._free.setdefault(size, collections.deque()).append(kept)
+                free.setdefault(size, collections.deque()).append(kept)
                 _kept[kept] = None
                 _account(kept, 1)
         return None
 
     def _lease(self, kept: Kept) -> bool:
-        if kept.fd < 0:
-            kept.fd = os.open(
+        fd = kept.fd
+        if fd < 0:
+            fd = kept.fd = os.open(
                 kept.name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._tmp_fd
             )
         try:
-            granted = px.lease(kept.fd, take=True)
+            _fcntl(fd, _F_SETLEASE, _F_WRLCK)
         except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EBUSY):
+                return False  # open elsewhere (a view, a descriptor)
             if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EACCES, errno.EPERM):
                 self.enabled = e.errno == errno.EACCES  # another user's file: this one only
                 kept.refusals = _MAX_REFUSALS
                 return False
             raise
-        if not granted:
-            return False
-        st = os.fstat(kept.fd)
+        st = os.fstat(fd)
         if st.st_size != kept.size or st.st_nlink != 1:
-            px.lease(kept.fd, take=False)
+            px.lease(fd, take=False)
             kept.refusals = _MAX_REFUSALS
             return False
         return True
@@ -250,8 +258,9 @@ class Pool:
         with _lock:
             _live[kept.key] = kept
             _kept[kept] = None
-            victims = _evict()
-        _close(victims)
+            victims = _evict() if _over() else None
+        if victims:
+            _close(victims)
 
     def put(self, name: str, st: Any) -> bool:
         """Pool the regular file now named *name* in the temporary directory; False if not.
@@ -263,22 +272,27 @@ class Pool:
             self._unlink(name)
             return False
         with _lock:
-            victims = []
+            victims = None
             kept = _live.pop((st.st_dev, st.st_ino), None)
             if kept is not None:
-                _kept.pop(kept, None)
+                del _kept[kept]
                 if kept.pool is not self:
-                    victims.append(kept)  # written through another handle: closed
+                    victims = [kept]  # written through another handle: closed
                     kept = None
             if kept is None:
                 kept = Kept(self, -1, size, (st.st_dev, st.st_ino))
             kept.name = name
             kept.refusals = 0
-            self._free.setdefault(size, collections.deque()).append(kept)
+            queue = self._free.get(size)
+            if queue is None:
+                queue = self._free[size] = collections.deque()
+            queue.append(kept)
             _kept[kept] = None
             _account(kept, 1)
-            victims += _evict(self)
-        _close(victims)  # (the rename here set the file's ctime: gc sees it as ours)
+            if _over() or self._bytes > self._limit:
+                victims = (victims or []) + _evict(self)
+        if victims:
+            _close(victims)  # (the rename here set the file's ctime: gc sees it as ours)
         return True
 
     def room(self, size: int) -> bool:
@@ -339,6 +353,11 @@ def _account(kept: Kept, sign: int) -> None:
     global _pooled_bytes
     _pooled_bytes += sign * kept.size
     kept.pool._bytes += sign * kept.size
+
+
+def _over() -> bool:
+    """Under the lock: whether the process keeps more than its bounds allow."""
+    return len(_kept) > MAX_FILES or _pooled_bytes > (_budget or 0)
 
 
 def _evict(pool: Pool | None = None) -> list[Kept]:

@@ -26,6 +26,7 @@ import threading
 from typing import Any
 
 __all__ = [
+    "F_SETLEASE",
     "O_CREATE",
     "O_CREATE_RW",
     "O_DIR",
@@ -133,7 +134,8 @@ def rmtree_at(name: str, dir_fd: int) -> None:
 
 # ------------------------------------------------------- exchange and leases
 _RENAME_EXCHANGE = 2
-_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+#: ``fcntl`` commands for leases (Python < 3.13 lacks some of the names).
+F_SETLEASE = _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
 _renameat2: Any = None
 
@@ -163,7 +165,13 @@ def exchange(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
         _renameat2 = _probe_renameat2()
     if _renameat2 is False:
         raise OSError(errno.ENOSYS, "renameat2 is not available in this C library")
-    if _renameat2(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), _RENAME_EXCHANGE):
+    if _renameat2(
+        src_dir_fd,
+        src.encode("utf-8", "surrogateescape"),
+        dst_dir_fd,
+        dst.encode("utf-8", "surrogateescape"),
+        _RENAME_EXCHANGE,
+    ):
         err = ctypes.get_errno()
         raise OSError(err, f"{os.strerror(err)}: exchanging {src!r} and {dst!r}")
 

@@ -52,6 +52,11 @@ _SLOTS = 512
 _PAGE_BYTES = _SLOTS * 8
 
 
+# Slots of recent keys (a chunk is written and read again and again).
+_slots: dict[str, int] = {}
+_SLOTS_MEMO = 1 << 16
+
+
 class Generations:
     """The generation page of one namespace, mapped read-write (or absent).
 
@@ -71,7 +76,13 @@ class Generations:
     @staticmethod
     def slot(key: str) -> int:
         """The slot of *key* (the same in every process, unlike ``hash``)."""
-        return 1 + zlib.crc32(key.encode("utf-8", "surrogateescape")) % (_SLOTS - 1)
+        slot = _slots.get(key)
+        if slot is None:
+            slot = 1 + zlib.crc32(key.encode("utf-8", "surrogateescape")) % (_SLOTS - 1)
+            if len(_slots) >= _SLOTS_MEMO:
+                _slots.clear()
+            _slots[key] = slot
+        return slot
 
     @classmethod
     def open(cls, dir_fd: int, name: str, mode: int, *, create: bool = False) -> Generations:

@@ -19,6 +19,8 @@ from shmstore._lock import Lock
 from shmstore._names import check_name, entry_path, resolve_root, split_url
 from shmstore._namespace import SPILLED
 
+_CPU_BUFFER = cpu.Buffer
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
@@ -297,7 +299,7 @@ class SharedMemoryStore(Store):
 
     @staticmethod
     def _data(key: str, value: Buffer) -> Any:
-        if not isinstance(value, Buffer):
+        if type(value) is not _CPU_BUFFER and not isinstance(value, Buffer):
             raise TypeError(
                 f"SharedMemoryStore.set(): value for key {key!r} must be a zarr Buffer, "
                 f"got {type(value).__name__}"
@@ -348,7 +350,11 @@ class SharedMemoryStore(Store):
         self._check_writable()
         if not self._is_open:
             await self._open()
-        await self._call(self._keyspace().set, key, self._data(key, value))
+        ks = self._ks or self._keyspace()
+        if ks.tiered:
+            await in_thread(ks.set, key, self._data(key, value))
+        else:
+            ks.set(key, self._data(key, value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited

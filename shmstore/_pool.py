@@ -40,6 +40,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -111,7 +112,7 @@ def budget(fs_fd: int | None = None) -> int:
 class Kept:
     """A file a writer keeps: its descriptor, size and (once reused) a writable mapping."""
 
-    __slots__ = ("arr", "fd", "key", "map", "name", "pool", "refusals", "size")
+    __slots__ = ("addr", "fd", "key", "map", "name", "pool", "refusals", "size", "target")
 
     def __init__(self, pool: Pool, fd: int, size: int, key: tuple[int, int]) -> None:
         self.pool = pool
@@ -120,21 +121,30 @@ class Kept:
         self.key = key
         self.name: str | None = None
         self.map: Any = None
-        self.arr: Any = None  # the mapping as a NumPy byte array
+        # A ctypes array over the mapping (its one export) and its address.
+        self.target: Any = None
+        self.addr = 0
         self.refusals = 0
 
     def fill(self, data: Any) -> None:
-        """Copy *data* (a buffer of exactly :attr:`size` bytes) in, under the lease
-        :meth:`Pool.take` took, then drop the lease.
+        """Copy *data* (a C-contiguous buffer of exactly :attr:`size` bytes) in,
+        under the lease :meth:`Pool.take` took, then drop the lease.
 
-        The copy (NumPy's) runs without the GIL: writers on several threads
-        (zarr's fused pipeline) copy at once.
+        The copy (``memmove`` through ctypes) runs without the GIL, for a
+        source it can address (a writable buffer, as zarr's encoded chunks
+        are): writers on several threads (zarr's fused pipeline) copy at once.
+        A read-only source (``bytes``) is assigned.
         """
         try:
-            arr = self.arr
-            if arr is None:
-                arr = self._map()
-            _np.copyto(arr, _np.frombuffer(data, _np.uint8))
+            if self.target is None:
+                self._map()
+            try:
+                source = (ctypes.c_char * self.size).from_buffer(data)
+            except TypeError:
+                memoryview(self.map)[:] = memoryview(data).cast("B")
+            else:
+                _memmove(self.addr, source, self.size)
+                del source  # the export on the source ends here
             os.utime(self.fd)  # mappings do not move the modification time
         finally:
             px.lease(self.fd, take=False)
@@ -145,25 +155,20 @@ class Kept:
         *fn* must not keep references to the view.
         """
         try:
-            if self.arr is None:
+            if self.target is None:
                 self._map()
             fn(memoryview(self.map))
             os.utime(self.fd)
         finally:
             px.lease(self.fd, take=False)
 
-    def _map(self) -> Any:
-        global _np
-        if _np is None:
-            import numpy
-
-            _np = numpy
+    def _map(self) -> None:
         self.map = px.map_readwrite(self.fd, self.size)
-        self.arr = _np.frombuffer(self.map, _np.uint8)
-        return self.arr
+        self.target = (ctypes.c_char * self.size).from_buffer(self.map)
+        self.addr = ctypes.addressof(self.target)
 
     def close(self) -> None:
-        self.arr = None  # the only export of the mapping: it can close now
+        self.target = None  # the export of the mapping: it can close now
         if self.map is not None:
             self.map.close()
             self.map = None
@@ -172,8 +177,7 @@ class Kept:
             self.fd = -1
 
 
-# NumPy, imported with the first mapping (``import shmstore`` stays light).
-_np: Any = None
+_memmove = ctypes.memmove
 
 
 class Pool:

@@ -812,7 +812,13 @@ class Namespace:
         tmp = tmp_name()
         flags = px.O_CREATE if pool is None else px.O_CREATE_RW
         try:
-            fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
+            try:
+                fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
+            except OSError as e:
+                # Out of descriptors: the kept files give theirs back first.
+                if e.errno not in (errno.EMFILE, errno.ENFILE) or not self._release_pools():
+                    raise
+                fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
         except FileNotFoundError:
             self._check_alive()  # destroyed by another process: say so
             raise

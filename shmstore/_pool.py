@@ -70,10 +70,15 @@ def _max_files() -> int:
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         soft = 1 << 16
-    return max(32, min(4096, soft // 4))
+    return max(32, min(1 << 14, soft // 2))
 
 
-#: Descriptors the pools of a process keep at most (a quarter of ``ulimit -n``).
+#: Descriptors the pools of a process keep at most: half of ``ulimit -n``, at
+#: most 16384. A key rewritten again and again holds two (its value and the
+#: version it displaced), and a bound smaller than that pattern is worse than
+#: none: the oldest go first, which, for an array rewritten chunk by chunk,
+#: are exactly the next ones needed. A writer that meets the limit gives
+#: them all back before it fails (``Namespace._prepare``).
 MAX_FILES = _max_files()
 
 _lock = threading.Lock()
@@ -112,7 +117,7 @@ def budget(fs_fd: int | None = None) -> int:
 class Kept:
     """A file a writer keeps: its descriptor, size and (once reused) a writable mapping."""
 
-    __slots__ = ("addr", "fd", "key", "map", "name", "pool", "refusals", "size", "target")
+    __slots__ = ("addr", "fd", "key", "name", "pool", "refusals", "size", "target")
 
     def __init__(self, pool: Pool, fd: int, size: int, key: tuple[int, int]) -> None:
         self.pool = pool
@@ -120,8 +125,7 @@ class Kept:
         self.size = size
         self.key = key
         self.name: str | None = None
-        self.map: Any = None
-        # A ctypes array over the mapping (its one export) and its address.
+        # The writable mapping, as a ctypes array (px.map_readwrite), and its address.
         self.target: Any = None
         self.addr = 0
         self.refusals = 0
@@ -141,7 +145,7 @@ class Kept:
             try:
                 source = (ctypes.c_char * self.size).from_buffer(data)
             except TypeError:
-                memoryview(self.map)[:] = memoryview(data).cast("B")
+                memoryview(self.target).cast("B")[:] = memoryview(data).cast("B")
             else:
                 _memmove(self.addr, source, self.size)
                 del source  # the export on the source ends here
@@ -157,21 +161,17 @@ class Kept:
         try:
             if self.target is None:
                 self._map()
-            fn(memoryview(self.map))
+            fn(memoryview(self.target).cast("B"))
             os.utime(self.fd)
         finally:
             px.lease(self.fd, take=False)
 
     def _map(self) -> None:
-        self.map = px.map_readwrite(self.fd, self.size)
-        self.target = (ctypes.c_char * self.size).from_buffer(self.map)
+        self.target = px.map_readwrite(self.fd, self.size)
         self.addr = ctypes.addressof(self.target)
 
     def close(self) -> None:
-        self.target = None  # the export of the mapping: it can close now
-        if self.map is not None:
-            self.map.close()
-            self.map = None
+        self.target = None  # unmapped as it goes
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

@@ -216,13 +216,23 @@ def lease_signal(fd: int) -> None:
     fcntl.fcntl(fd, _F_SETSIG, signal.SIGWINCH)
 
 
-def map_readwrite(fd: int, size: int) -> mmap.mmap:
-    """A shared writable mapping of *fd*, populated (its page tables made up front)."""
+def map_readwrite(fd: int, size: int) -> Any:
+    """A shared writable mapping of *fd*, populated (its page tables made up front).
+
+    Returned as a ctypes ``c_char`` array over it (its address is
+    ``ctypes.addressof``), which unmaps it when it goes. Like the read-only
+    mappings, it holds no descriptor of its own (``mmap.mmap`` keeps a ``dup``
+    before Python 3.13).
+    """
     flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
     prot = mmap.PROT_READ | mmap.PROT_WRITE
     if sys.version_info >= (3, 13):
-        return mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)
-    return mmap.mmap(fd, size, flags=flags, prot=prot)
+        m = mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)
+        return (ctypes.c_char * size).from_buffer(m)  # keeps *m* while it lives
+    mapping = _Mapping(fd, size, prot, flags)
+    raw = (ctypes.c_char * size).from_address(mapping.addr)
+    raw._mapping = mapping
+    return raw
 
 
 # -------------------------------------------------------------------- mapping
@@ -234,7 +244,7 @@ def _map_readonly_mmap(fd: int, size: int) -> memoryview:
 
 
 class _Mapping:
-    """A read-only ``mmap(2)`` made through libc, unmapped when the last view goes.
+    """An ``mmap(2)`` made through libc (read-only unless asked), unmapped when the last view goes.
 
     Before Python 3.13, ``mmap.mmap`` keeps a ``dup`` of the file descriptor for
     as long as the mapping lives: a cache of thousands of chunk mappings would
@@ -244,9 +254,11 @@ class _Mapping:
 
     __slots__ = ("addr", "size")
 
-    def __init__(self, fd: int, size: int) -> None:
+    def __init__(
+        self, fd: int, size: int, prot: int = mmap.PROT_READ, flags: int = mmap.MAP_SHARED
+    ) -> None:
         self.addr = None  # __del__ runs even when the mmap below fails
-        addr = _libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        addr = _libc.mmap(None, size, prot, flags, fd, 0)
         if addr is None or addr == _MAP_FAILED:
             err = ctypes.get_errno()
             raise OSError(err, f"mmap of {size} bytes failed: {os.strerror(err)}")

@@ -435,3 +435,37 @@ def test_reads_after_a_directory_was_made_again_see_its_keys(store, shm_root: Pa
     )
     assert _tag(store, "a/c/1") == 5
     assert _tag(store, "a/c/0") is None
+
+
+def test_a_write_out_of_descriptors_gives_the_kept_ones_back(shm_root: Path) -> None:
+    # Half of a small `ulimit -n` is kept; the process then uses up the rest.
+    # A write that needs a descriptor must get one from the kept files.
+    proc = run_python(
+        "import os, resource\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "import numpy as np, shmstore\n"
+        "from shmstore import _pool\n"
+        "from zarr.core.buffer.cpu import Buffer\n"
+        "from zarr.core.buffer import default_buffer_prototype as p\n"
+        "assert _pool.MAX_FILES == 128, _pool.MAX_FILES\n"
+        "s = shmstore.SharedMemoryStore('fds')\n"
+        "v = lambda t: Buffer.from_array_like(np.full(8192, t, '<u8').view(np.uint8))\n"
+        "for t in (1, 2):\n"
+        "    for i in range(60):\n"
+        "        s.set_sync(f'k/{i}', v(t))\n"
+        "held = []\n"
+        "try:\n"
+        "    while True:\n"
+        "        held.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError:\n"
+        "    pass\n"
+        "s.set_sync('new', v(7))\n"
+        "for fd in held:\n"
+        "    os.close(fd)\n"
+        "got = np.frombuffer(s.get_sync('new', prototype=p()).as_numpy_array(), '<u8')\n"
+        "assert (got == 7).all()\n"
+        "s.destroy()\n"
+        "print('ok')\n"
+    )
+    assert proc.stdout.strip() == "ok"

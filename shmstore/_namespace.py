@@ -1015,7 +1015,7 @@ class Namespace:
             pool.enabled = False  # not on this filesystem: the plain path from now on
             os.rename(tmp, base, src_dir_fd=tfd, dst_dir_fd=pfd)
             return
-        st = os.stat(tmp, dir_fd=tfd, follow_symlinks=False)
+        st = px.quick_stat(tfd, tmp)
         if stat.S_ISDIR(st.st_mode):
             px.exchange(tfd, tmp, pfd, base)  # put the directory back
             raise IsADirectoryError(errno.EISDIR, key)

@@ -42,7 +42,6 @@ import collections
 import contextlib
 import ctypes
 import errno
-import fcntl
 import os
 import resource
 import threading
@@ -50,10 +49,6 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from shmstore import _posix as px
-
-_fcntl = fcntl.fcntl
-_F_SETLEASE = px.F_SETLEASE
-_F_WRLCK = fcntl.F_WRLCK
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -149,7 +144,7 @@ class Kept:
             else:
                 _memmove(self.addr, source, self.size)
                 del source  # the export on the source ends here
-            os.utime(self.fd)  # mappings do not move the modification time
+            px.touch_fd(self.fd)  # mappings do not move the modification time
         finally:
             px.lease(self.fd, take=False)
 
@@ -162,7 +157,7 @@ class Kept:
             if self.target is None:
                 self._map()
             fn(memoryview(self.target).cast("B"))
-            os.utime(self.fd)
+            px.touch_fd(self.fd)
         finally:
             px.lease(self.fd, take=False)
 
@@ -231,16 +226,15 @@ class Pool:
                 kept.name, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self._tmp_fd
             )
         try:
-            _fcntl(fd, _F_SETLEASE, _F_WRLCK)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EBUSY):
+            if not px.lease(fd, take=True):
                 return False  # open elsewhere (a view, a descriptor)
+        except OSError as e:
             if e.errno in (errno.EINVAL, errno.ENOSYS, errno.EACCES, errno.EPERM):
                 self.enabled = e.errno == errno.EACCES  # another user's file: this one only
                 kept.refusals = _MAX_REFUSALS
                 return False
             raise
-        st = os.fstat(fd)
+        st = px.quick_stat(fd)
         if st.st_size != kept.size or st.st_nlink != 1:
             px.lease(fd, take=False)
             kept.refusals = _MAX_REFUSALS

@@ -26,7 +26,6 @@ import threading
 from typing import Any
 
 __all__ = [
-    "F_SETLEASE",
     "O_CREATE",
     "O_CREATE_RW",
     "O_DIR",
@@ -38,9 +37,11 @@ __all__ = [
     "flock_recheck",
     "lease",
     "lease_signal",
+    "touch_fd",
     "lock_holders",
     "map_readonly",
     "map_readwrite",
+    "quick_stat",
     "open_beneath",
     "open_dir_beneath",
     "pid_alive",
@@ -134,20 +135,108 @@ def rmtree_at(name: str, dir_fd: int) -> None:
 
 # ------------------------------------------------------- exchange and leases
 _RENAME_EXCHANGE = 2
-#: ``fcntl`` commands for leases (Python < 3.13 lacks some of the names).
-F_SETLEASE = _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
+_F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
-_renameat2: Any = None
+
+# System calls of the write path that never wait, made with the GIL held
+# (``ctypes.PyDLL``). ``os`` and ``fcntl`` release it around each call: a
+# writer on one of several threads (zarr's fused pipeline) would hand it over
+# at every one of them and then wait to get it back, until the thread that
+# took it blocks or the switch interval (5 ms) ends. Where libc lacks one,
+# the ``os`` call stands in.
+_pylibc = ctypes.PyDLL(None, use_errno=True)
 
 
-def _probe_renameat2() -> Any:
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2  # glibc 2.28+, musl 1.2.2+
-    except (AttributeError, OSError):
-        return False
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    fn.restype = ctypes.c_int
+def _pyfunc(name: str, restype: Any, *argtypes: Any) -> Any:
+    fn = getattr(_pylibc, name, None)
+    if fn is not None:
+        fn.restype = restype
+        fn.argtypes = list(argtypes)
     return fn
+
+
+_c = ctypes
+_renameat2 = _pyfunc("renameat2", _c.c_int, _c.c_int, _c.c_char_p, _c.c_int, _c.c_char_p, _c.c_uint)
+_fcntl3 = _pyfunc("fcntl", _c.c_int, _c.c_int, _c.c_int, _c.c_int)
+_futimens = _pyfunc("futimens", _c.c_int, _c.c_int, _c.c_void_p)
+_statx = _pyfunc("statx", _c.c_int, _c.c_int, _c.c_char_p, _c.c_int, _c.c_uint, _c.c_void_p)
+
+
+class _StatxTimestamp(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_int64), ("tv_nsec", ctypes.c_uint32), ("_r", ctypes.c_int32))
+
+
+class _Statx(ctypes.Structure):
+    """``struct statx`` (linux/stat.h): the fields the write path reads, and room for the rest."""
+
+    _fields_ = (
+        ("stx_mask", ctypes.c_uint32),
+        ("stx_blksize", ctypes.c_uint32),
+        ("stx_attributes", ctypes.c_uint64),
+        ("st_nlink", ctypes.c_uint32),
+        ("stx_uid", ctypes.c_uint32),
+        ("stx_gid", ctypes.c_uint32),
+        ("st_mode", ctypes.c_uint16),
+        ("_spare0", ctypes.c_uint16),
+        ("st_ino", ctypes.c_uint64),
+        ("st_size", ctypes.c_uint64),
+        ("stx_blocks", ctypes.c_uint64),
+        ("stx_attributes_mask", ctypes.c_uint64),
+        ("stx_atime", _StatxTimestamp),
+        ("stx_btime", _StatxTimestamp),
+        ("stx_ctime", _StatxTimestamp),
+        ("stx_mtime", _StatxTimestamp),
+        ("stx_rdev_major", ctypes.c_uint32),
+        ("stx_rdev_minor", ctypes.c_uint32),
+        ("stx_dev_major", ctypes.c_uint32),
+        ("stx_dev_minor", ctypes.c_uint32),
+        ("_spare", ctypes.c_uint64 * 14),
+    )
+
+    @property
+    def st_dev(self) -> int:
+        return os.makedev(self.stx_dev_major, self.stx_dev_minor)
+
+
+_STATX_BASIC = 0x1 | 0x2 | 0x4 | 0x100 | 0x200  # type, mode, nlink, ino, size
+_AT_SYMLINK_NOFOLLOW = 0x100
+_AT_EMPTY_PATH = 0x1000
+
+
+def quick_stat(dir_fd: int, name: str | None = None) -> Any:
+    """``lstat`` of *name* under *dir_fd* (``fstat`` of *dir_fd* without a name), GIL held.
+
+    Returns an object with ``st_mode``, ``st_nlink``, ``st_ino``, ``st_size``
+    and ``st_dev``, as ``os.stat`` would.
+
+    Raises
+    ------
+    OSError
+        As ``os.stat`` would (``FileNotFoundError`` for a missing name).
+    """
+    if _statx is None:
+        if name is None:
+            return os.fstat(dir_fd)
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    buf = _Statx()
+    if name is None:
+        rc = _statx(dir_fd, b"", _AT_EMPTY_PATH, _STATX_BASIC, ctypes.byref(buf))
+    else:
+        path = name.encode("utf-8", "surrogateescape")
+        rc = _statx(dir_fd, path, _AT_SYMLINK_NOFOLLOW, _STATX_BASIC, ctypes.byref(buf))
+    if rc:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), name)
+    return buf
+
+
+def touch_fd(fd: int) -> None:
+    """Set the modification time of *fd* to now (``futimens``), GIL held."""
+    if _futimens is None:
+        os.utime(fd)
+    elif _futimens(fd, None):
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
 
 
 def exchange(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
@@ -160,10 +249,7 @@ def exchange(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
     OSError
         ``EINVAL`` (or ``ENOSYS``) where the filesystem, kernel or libc cannot.
     """
-    global _renameat2
-    if _renameat2 is None:
-        _renameat2 = _probe_renameat2()
-    if _renameat2 is False:
+    if _renameat2 is None:  # glibc 2.28+, musl 1.2.2+
         raise OSError(errno.ENOSYS, "renameat2 is not available in this C library")
     if _renameat2(
         src_dir_fd,
@@ -195,16 +281,21 @@ def lease(fd: int, *, take: bool) -> bool:
         Where leases are unavailable: ``EINVAL`` (``fs.leases-enable=0``, a
         filesystem without them), ``EACCES`` (a file of another user).
     """
-    if not take:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_UNLCK)
+    arg = fcntl.F_WRLCK if take else fcntl.F_UNLCK
+    if _fcntl3 is None:
+        try:
+            fcntl.fcntl(fd, _F_SETLEASE, arg)
+        except OSError as e:
+            if take and e.errno in (errno.EAGAIN, errno.EBUSY):
+                return False
+            raise
         return True
-    try:
-        fcntl.fcntl(fd, _F_SETLEASE, fcntl.F_WRLCK)
-    except OSError as e:
-        if e.errno in (errno.EAGAIN, errno.EBUSY):
-            return False
-        raise
-    return True
+    if _fcntl3(fd, _F_SETLEASE, arg) == 0:
+        return True
+    err = ctypes.get_errno()
+    if take and err in (errno.EAGAIN, errno.EBUSY):
+        return False
+    raise OSError(err, os.strerror(err))
 
 
 def lease_signal(fd: int) -> None:

@@ -142,7 +142,9 @@ class Kept:
             except TypeError:
                 memoryview(self.target).cast("B")[:] = memoryview(data).cast("B")
             else:
-                _memmove(self.addr, source, self.size)
+                (_memmove if self.size >= _COPY_WITHOUT_GIL else _memmove_gil)(
+                    self.addr, source, self.size
+                )
                 del source  # the export on the source ends here
             px.touch_fd(self.fd)  # mappings do not move the modification time
         finally:
@@ -173,6 +175,12 @@ class Kept:
 
 
 _memmove = ctypes.memmove
+# The same memmove with the GIL held, for copies shorter than handing the GIL
+# over and waiting for it back can take among threads (px: "the GIL held").
+_memmove_gil = ctypes.PYFUNCTYPE(
+    ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)(ctypes.cast(ctypes.memmove, ctypes.c_void_p).value)
+_COPY_WITHOUT_GIL = 256 * 1024
 
 
 class Pool:

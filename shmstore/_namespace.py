@@ -137,14 +137,22 @@ _dir_fds = 0
 _dir_fds_lock = threading.Lock()
 
 
-def _close_dirs(dirs: dict[str, list[tuple[int, int]]]) -> None:
+def _close_dirs(dirs: dict[str, list[int]]) -> None:
     """Close the kept directory descriptors *dirs* of a handle (when it goes)."""
     global _dir_fds
     with _dir_fds_lock:
-        fds = [fd for held in dirs.values() for fd, _tok in held]
+        fds = [fd for held in dirs.values() for fd in held]
         dirs.clear()
         _dir_fds -= len(fds)
     px.close_fds(*fds)
+
+
+def _dirs_after_fork() -> None:
+    global _dir_fds_lock
+    _dir_fds_lock = threading.Lock()  # another thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_dirs_after_fork)
 
 
 def _remember(key: tuple[str, str], ns: Namespace) -> None:
@@ -276,9 +284,10 @@ class Namespace:
         self._page = self._gen.page
         self._meta_sig: tuple[int, int, int] | None = None
         self._pool: Pool | None = None
-        # Parent directories of recent writes, with the global token they were
-        # opened under: each is used by one writer at a time (_borrow_dir).
-        self._dirs: dict[str, list[tuple[int, int]]] = {}
+        # Parent directories of recent writes and reads, good while the global
+        # token is _dirs_tok; each is used by one caller at a time (_borrow_dir).
+        self._dirs: dict[str, list[int]] = {}
+        self._dirs_tok: int | None = None
         weakref.finalize(self, _close_dirs, self._dirs)
         # Closed when the last reference to the handle goes (never while a
         # store still uses it); views handed out keep their own mappings.
@@ -669,21 +678,24 @@ class Namespace:
         parent, _, base = rel.rpartition("/")
         if not parent:
             return os.stat(base, dir_fd=self._fd, follow_symlinks=False)
-        for fresh in (False, True):
-            pfd, tok = self._borrow_dir(parent, fresh=fresh)
+        pfd, tok = self._borrow_dir(parent)
+        try:
             try:
                 st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
             except FileNotFoundError:
-                os.close(pfd)  # maybe a kept descriptor of a removed directory
-                if fresh:
-                    raise
-                continue
-            except BaseException:
+                if os.fstat(pfd).st_nlink:
+                    raise  # the directory is there: the key is not
+                # A kept descriptor of a removed directory: ask a new one.
                 os.close(pfd)
-                raise
-            self._return_dir(parent, pfd, tok)
-            return st
-        raise AssertionError("unreachable")
+                pfd = -1
+                pfd, tok = self._borrow_dir(parent, fresh=True)
+                st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
+        except BaseException:
+            if pfd >= 0:
+                os.close(pfd)
+            raise
+        self._return_dir(parent, pfd, tok)
+        return st
 
     def lstat(self, key: str) -> os.stat_result | None:
         """The status of the entry of *key* (value, marker or directory), never followed.
@@ -853,11 +865,15 @@ class Namespace:
 
     @staticmethod
     def _release_pools() -> bool:
-        """A full filesystem: free the files this process keeps for reuse; whether any were."""
-        if not any_kept():
-            return False
+        """A full filesystem, or no descriptor left: free the files (and the directory
+        descriptors) this process keeps for reuse; whether it kept any."""
+        kept = any_kept() or _dir_fds > 0
         drain_all()
-        return True
+        with _registry_lock:
+            handles = list(_registry.values())
+        for ns in handles:
+            ns.release_dirs()
+        return kept
 
     def install(self, tmp: str, key: str, *, exclusive: bool = False) -> bool:
         """Publish the temporary file *tmp* as *key* (atomic ``rename``, or ``link``).
@@ -898,37 +914,47 @@ class Namespace:
     def _borrow_dir(self, parent: str, *, fresh: bool = False) -> tuple[int, int | None]:
         """A descriptor of the directory *parent* for this caller alone, and its token.
 
-        A kept one if it is still good, else a new one (``openat2``, no symlink
-        followed). Kept descriptors are good while the page's global token is
-        the one read before they were opened: every ``delete_dir`` and
+        A kept one if the handle's kept descriptors are still good, else a new
+        one (``openat2``, no symlink followed). They are good while the page's
+        global token is the one they were kept under: every ``delete_dir`` and
         ``destroy`` (of any process) bumps it after moving directories away,
-        so a writer never goes on renaming into a directory moved out of
-        sight. One that was merely removed fails the rename with ``ENOENT``,
-        and the caller retries with a new one. Give it back with
-        :meth:`_return_dir`, or close it. *fresh*: a new one in any case.
+        and the handle then closes them all, so a writer never goes on renaming
+        into a directory moved out of sight. One that was merely removed fails
+        the rename with ``ENOENT``, and the caller retries with a new one. Give
+        it back with :meth:`_return_dir`, or close it. *fresh*: a new one in
+        any case.
         """
         global _dir_fds
         page = self._page
         if page is None:
-            return px.open_dir_beneath(self._fd, parent), None
+            return self._open_dir(parent), None
         tok = page[0]
-        held = None if fresh else self._dirs.get(parent)
-        if held:
-            stale = []
+        if not fresh and self._dirs:
+            fd = -1
+            stale: list[int] = []
             with _dir_fds_lock:
-                while held:
-                    fd, ftok = held.pop()
-                    if ftok == tok:
-                        _dir_fds -= 1 + len(stale)
-                        break
-                    stale.append(fd)
+                if tok != self._dirs_tok:
+                    stale = self._take_dirs()
                 else:
-                    fd = -1
-                    _dir_fds -= len(stale)
+                    held = self._dirs.get(parent)
+                    if held:
+                        fd = held.pop()
+                        _dir_fds -= 1
+                        if not held:
+                            del self._dirs[parent]
             px.close_fds(*stale)
             if fd >= 0:
                 return fd, tok
-        return px.open_dir_beneath(self._fd, parent), tok
+        return self._open_dir(parent), tok
+
+    def _open_dir(self, parent: str) -> int:
+        try:
+            return px.open_dir_beneath(self._fd, parent)
+        except OSError as e:
+            # Out of descriptors: the kept ones (files and directories) go first.
+            if e.errno not in (errno.EMFILE, errno.ENFILE) or not self._release_pools():
+                raise
+            return px.open_dir_beneath(self._fd, parent)
 
     def _return_dir(self, parent: str, fd: int, tok: int | None) -> None:
         """Keep *fd* (from :meth:`_borrow_dir`) for the next write under *parent*."""
@@ -936,14 +962,33 @@ class Namespace:
         page = self._page
         if tok is not None and page is not None and page[0] == tok:
             with _dir_fds_lock:
+                if tok != self._dirs_tok:
+                    stale = self._take_dirs()
+                    self._dirs_tok = tok
+                else:
+                    stale = []
                 held = self._dirs.get(parent)
-                if held is None and _dir_fds < _MAX_DIR_FDS:
-                    held = self._dirs[parent] = []
-                if held is not None and len(held) < _DIR_FDS_PER_PARENT and _dir_fds < _MAX_DIR_FDS:
-                    held.append((fd, tok))
+                if _dir_fds < _MAX_DIR_FDS and (held is None or len(held) < _DIR_FDS_PER_PARENT):
+                    self._dirs.setdefault(parent, []).append(fd)
                     _dir_fds += 1
-                    return
-        os.close(fd)
+                    fd = -1
+            px.close_fds(*stale)
+        if fd >= 0:
+            os.close(fd)
+
+    def _take_dirs(self) -> list[int]:
+        """Under the lock: empty the kept directories; the caller closes what it returns."""
+        global _dir_fds
+        fds = [fd for held in self._dirs.values() for fd in held]
+        self._dirs.clear()
+        _dir_fds -= len(fds)
+        return fds
+
+    def release_dirs(self) -> None:
+        """Close the directory descriptors this handle keeps between writes."""
+        with _dir_fds_lock:
+            fds = self._take_dirs()
+        px.close_fds(*fds)
 
     def _install(self, tmp: str, key: str, exclusive: bool, pool: Pool | None) -> bool:
         tfd = self._tmp_fd
@@ -1294,6 +1339,7 @@ class Namespace:
         rfd = px.root_fd(self.root)
         removed = False
         self.release_pool()
+        self.release_dirs()
         if self.alive():
             trash = transient_name("trash")
             try:

@@ -214,8 +214,10 @@ class Pool:
             try:
                 if self._lease(kept):
                     return kept
-            except OSError:
+            except OSError as e:
                 self._let_go(kept)
+                if e.errno in (errno.EMFILE, errno.ENFILE):
+                    return None  # fresh pages: that write frees descriptors if it must
                 raise
             kept.refusals += 1
             if kept.refusals >= _MAX_REFUSALS or not self.enabled:

@@ -138,8 +138,9 @@ _RENAME_EXCHANGE = 2
 _F_SETLEASE = getattr(fcntl, "F_SETLEASE", 1024)
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
 
-# System calls of the write path that never wait, made with the GIL held
-# (``ctypes.PyDLL``). ``os`` and ``fcntl`` release it around each call: a
+# System calls of the write path that never wait for another process, made
+# with the GIL held (``ctypes.PyDLL``). ``os`` and ``fcntl`` release it around
+# each call: a
 # writer on one of several threads (zarr's fused pipeline) would hand it over
 # at every one of them and then wait to get it back, until the thread that
 # took it blocks or the switch interval (5 ms) ends. Where libc lacks one,
@@ -156,7 +157,13 @@ def _pyfunc(name: str, restype: Any, *argtypes: Any) -> Any:
 
 
 _c = ctypes
-_renameat2 = _pyfunc("renameat2", _c.c_int, _c.c_int, _c.c_char_p, _c.c_int, _c.c_char_p, _c.c_uint)
+# Not renameat2: a rename across directories may wait for the filesystem's
+# rename lock and the directories' locks (another process renaming, or listing
+# a large directory); it releases the GIL (ctypes.CDLL).
+_renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+if _renameat2 is not None:
+    _renameat2.restype = _c.c_int
+    _renameat2.argtypes = [_c.c_int, _c.c_char_p, _c.c_int, _c.c_char_p, _c.c_uint]
 _fcntl3 = _pyfunc("fcntl", _c.c_int, _c.c_int, _c.c_int, _c.c_int)
 _futimens = _pyfunc("futimens", _c.c_int, _c.c_int, _c.c_void_p)
 _statx = _pyfunc("statx", _c.c_int, _c.c_int, _c.c_char_p, _c.c_int, _c.c_uint, _c.c_void_p)
@@ -214,6 +221,7 @@ def quick_stat(dir_fd: int, name: str | None = None) -> Any:
     OSError
         As ``os.stat`` would (``FileNotFoundError`` for a missing name).
     """
+    global _statx
     if _statx is None:
         if name is None:
             return os.fstat(dir_fd)
@@ -226,6 +234,9 @@ def quick_stat(dir_fd: int, name: str | None = None) -> Any:
         rc = _statx(dir_fd, path, _AT_SYMLINK_NOFOLLOW, _STATX_BASIC, ctypes.byref(buf))
     if rc:
         err = ctypes.get_errno()
+        if err in (errno.ENOSYS, errno.EPERM, errno.EINVAL):
+            _statx = None  # refused here (an old seccomp profile): os.stat from now on
+            return quick_stat(dir_fd, name)
         raise OSError(err, os.strerror(err), name)
     return buf
 

@@ -46,7 +46,7 @@ from shmstore._names import (
     tmp_name,
     transient_name,
 )
-from shmstore._pool import Kept, Pool, any_kept, drain_all
+from shmstore._pool import Kept, Pool, any_kept, drain_all, drain_later
 from shmstore._readcache import Entry, Generations, ReadCache
 
 if TYPE_CHECKING:
@@ -138,13 +138,39 @@ _dir_fds_lock = threading.Lock()
 
 
 def _close_dirs(dirs: dict[str, list[int]]) -> None:
-    """Close the kept directory descriptors *dirs* of a handle (when it goes)."""
+    """Close the kept directory descriptors *dirs* of a handle (when it goes).
+
+    A finalizer: the garbage collector may run it inside a section of this
+    very thread that holds the lock, so it never waits for the lock; the
+    count is then put right by the next caller that takes it.
+    """
     global _dir_fds
-    with _dir_fds_lock:
-        fds = [fd for held in dirs.values() for fd in held]
-        dirs.clear()
-        _dir_fds -= len(fds)
+    if not _dir_fds_lock.acquire(blocking=False):
+        _dirs_gone.append(dirs)
+        return
+    try:
+        fds = _take_gone_dirs(dirs)
+    finally:
+        _dir_fds_lock.release()
     px.close_fds(*fds)
+
+
+# Kept directories of handles that went while the lock was held (_close_dirs).
+_dirs_gone: list[dict[str, list[int]]] = []
+
+
+def _take_gone_dirs(*more: dict[str, list[int]]) -> list[int]:
+    """Under the lock: empty *more* and the kept directories of handles gone
+    meanwhile; the caller closes what it returns."""
+    global _dir_fds
+    fds: list[int] = []
+    while _dirs_gone:
+        more += (_dirs_gone.pop(),)
+    for dirs in more:
+        fds += [fd for held in dirs.values() for fd in held]
+        dirs.clear()
+    _dir_fds -= len(fds)
+    return fds
 
 
 def _dirs_after_fork() -> None:
@@ -789,7 +815,7 @@ class Namespace:
         pool = self._pool
         if pool is None:
             pool = self._pool = Pool(self._tmp_fd)
-            weakref.finalize(self, pool.drain)
+            weakref.finalize(self, drain_later, pool)
         return pool
 
     def release_pool(self) -> None:
@@ -966,7 +992,7 @@ class Namespace:
                     stale = self._take_dirs()
                     self._dirs_tok = tok
                 else:
-                    stale = []
+                    stale = _take_gone_dirs() if _dirs_gone else []
                 held = self._dirs.get(parent)
                 if _dir_fds < _MAX_DIR_FDS and (held is None or len(held) < _DIR_FDS_PER_PARENT):
                     self._dirs.setdefault(parent, []).append(fd)
@@ -977,12 +1003,9 @@ class Namespace:
             os.close(fd)
 
     def _take_dirs(self) -> list[int]:
-        """Under the lock: empty the kept directories; the caller closes what it returns."""
-        global _dir_fds
-        fds = [fd for held in self._dirs.values() for fd in held]
-        self._dirs.clear()
-        _dir_fds -= len(fds)
-        return fds
+        """Under the lock: empty the kept directories (and those of handles gone
+        meanwhile); the caller closes what it returns."""
+        return _take_gone_dirs(self._dirs)
 
     def release_dirs(self) -> None:
         """Close the directory descriptors this handle keeps between writes."""

@@ -53,7 +53,16 @@ from shmstore import _posix as px
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-__all__ = ["MAX_FILES", "MIN_BYTES", "Kept", "Pool", "any_kept", "budget", "drain_all"]
+__all__ = [
+    "MAX_FILES",
+    "MIN_BYTES",
+    "Kept",
+    "Pool",
+    "any_kept",
+    "budget",
+    "drain_all",
+    "drain_later",
+]
 
 #: Smaller values are written into fresh pages: the pool would save next to nothing.
 MIN_BYTES = 16 * 1024
@@ -200,6 +209,8 @@ class Pool:
 
     def take(self, size: int) -> Kept | None:
         """A pooled file of *size* bytes that nobody else has open, leased; or ``None``."""
+        if _pending:
+            _drain_pending()
         if not self.enabled or size < MIN_BYTES:
             return None
         free = self._free
@@ -275,6 +286,8 @@ class Pool:
 
         A file not pooled is unlinked (its pages go when the last view does).
         """
+        if _pending:
+            _drain_pending()
         size = st.st_size
         if not self.enabled or size < MIN_BYTES or st.st_nlink != 1:
             self._unlink(name)
@@ -409,7 +422,37 @@ def any_kept() -> bool:
 
 def drain_all() -> None:
     """Release every pool of this process (at exit, and when a filesystem is full)."""
+    _drain_pending()
     for pool in list(_pools):
+        with contextlib.suppress(OSError):
+            pool.drain()
+
+
+# Pools of handles that went while the lock was held (drain_later).
+_pending: list[Pool] = []
+
+
+def drain_later(pool: Pool) -> None:
+    """Release *pool* now if the lock is free, else at this process's next pool call.
+
+    For finalizers: the garbage collector may run one inside a section of this
+    very thread that holds the (non-reentrant) lock, where waiting for it
+    would wait forever.
+    """
+    if _lock.acquire(blocking=False):
+        _lock.release()
+        with contextlib.suppress(OSError):
+            pool.drain()
+    else:
+        _pending.append(pool)
+
+
+def _drain_pending() -> None:
+    while _pending:
+        try:
+            pool = _pending.pop()
+        except IndexError:  # another thread took the last one
+            return
         with contextlib.suppress(OSError):
             pool.drain()
 

@@ -493,3 +493,34 @@ def test_writes_and_reads_without_statx(store, monkeypatch: pytest.MonkeyPatch) 
     for tag in range(1, 5):
         store.set_sync("k", value(tag))
     assert _tag(store, "k") == 4
+
+
+def test_a_handle_that_goes_while_this_thread_holds_the_locks_never_deadlocks(
+    shm_root: Path,
+) -> None:
+    # The garbage collector may finalize a namespace handle inside a section of
+    # this very thread that holds the pool's or the directories' lock.
+    import threading
+
+    from shmstore import _namespace
+
+    s = shmstore.SharedMemoryStore("gone")
+    for tag in (1, 2):
+        s.set_sync("a/c/0", value(tag))  # a pool with a kept file, a kept directory
+    ns = s._keyspace()._ns
+    pool, dirs = ns._pool, ns._dirs
+    assert pool is not None and pool.names() and dirs
+
+    def finalize_inside_locks() -> None:
+        with _pool._lock, _namespace._dir_fds_lock:
+            _pool.drain_later(pool)
+            _namespace._close_dirs(dirs)
+
+    t = threading.Thread(target=finalize_inside_locks)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "a finalizer waited for a lock its own thread held"
+    s.set_sync("a/c/1", value(3))  # the next calls finish the work left
+    assert not pool.names()
+    assert not _namespace._dirs_gone
+    s.destroy()

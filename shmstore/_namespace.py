@@ -850,13 +850,7 @@ class Namespace:
         tmp = tmp_name()
         flags = px.O_CREATE if pool is None else px.O_CREATE_RW
         try:
-            try:
-                fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
-            except OSError as e:
-                # Out of descriptors: the kept files give theirs back first.
-                if e.errno not in (errno.EMFILE, errno.ENFILE) or not self._release_pools():
-                    raise
-                fd = os.open(tmp, flags, self.mode, dir_fd=self._tmp_fd)
+            fd = self._with_descriptors(os.open, tmp, flags, self.mode, dir_fd=self._tmp_fd)
         except FileNotFoundError:
             self._check_alive()  # destroyed by another process: say so
             raise
@@ -974,13 +968,17 @@ class Namespace:
         return self._open_dir(parent), tok
 
     def _open_dir(self, parent: str) -> int:
+        return self._with_descriptors(px.open_dir_beneath, self._fd, parent)
+
+    def _with_descriptors(self, opener: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+        """``opener(...)``; out of descriptors, again once the kept ones
+        (recycled files, directories) are given back."""
         try:
-            return px.open_dir_beneath(self._fd, parent)
+            return opener(*args, **kwargs)
         except OSError as e:
-            # Out of descriptors: the kept ones (files and directories) go first.
             if e.errno not in (errno.EMFILE, errno.ENFILE) or not self._release_pools():
                 raise
-            return px.open_dir_beneath(self._fd, parent)
+            return opener(*args, **kwargs)
 
     def _return_dir(self, parent: str, fd: int, tok: int | None) -> None:
         """Keep *fd* (from :meth:`_borrow_dir`) for the next write under *parent*."""

@@ -378,15 +378,14 @@ def _account(kept: Kept, sign: int) -> None:
 
 def _over() -> bool:
     """Under the lock: whether the process keeps more than its bounds allow."""
-    return len(_kept) > MAX_FILES or _pooled_bytes > (_budget or 0)
+    return len(_kept) > MAX_FILES or _pooled_bytes > budget()
 
 
 def _evict(pool: Pool | None = None) -> list[Kept]:
     """Under the lock: take the oldest kept files out until within the bounds
     (the process's, and *pool*'s own share of its filesystem)."""
     victims = []
-    limit = budget()
-    while _kept and (len(_kept) > MAX_FILES or _pooled_bytes > limit):
+    while _kept and _over():
         victims.append(_take_out(next(iter(_kept))))
     if pool is not None and pool._bytes > pool._limit:
         for kept in [k for k in _kept if k.pool is pool and k.name is not None]:

@@ -37,17 +37,17 @@ __all__ = [
     "flock_recheck",
     "lease",
     "lease_signal",
-    "touch_fd",
     "lock_holders",
     "map_readonly",
     "map_readwrite",
-    "quick_stat",
     "open_beneath",
     "open_dir_beneath",
     "pid_alive",
     "pwrite_all",
+    "quick_stat",
     "rmtree_at",
     "root_fd",
+    "touch_fd",
     "write_all",
 ]
 
@@ -140,11 +140,10 @@ _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
 
 # System calls of the write path that never wait for another process, made
 # with the GIL held (``ctypes.PyDLL``). ``os`` and ``fcntl`` release it around
-# each call: a
-# writer on one of several threads (zarr's fused pipeline) would hand it over
-# at every one of them and then wait to get it back, until the thread that
-# took it blocks or the switch interval (5 ms) ends. Where libc lacks one,
-# the ``os`` call stands in.
+# each call: a writer on one of several threads (zarr's fused pipeline) would
+# hand it over at every one of them and then wait to get it back, until the
+# thread that took it blocks or the switch interval (5 ms) ends. Where libc
+# lacks statx, ``os.stat`` stands in.
 _pylibc = ctypes.PyDLL(None, use_errno=True)
 
 
@@ -243,9 +242,7 @@ def quick_stat(dir_fd: int, name: str | None = None) -> Any:
 
 def touch_fd(fd: int) -> None:
     """Set the modification time of *fd* to now (``futimens``), GIL held."""
-    if _futimens is None:
-        os.utime(fd)
-    elif _futimens(fd, None):
+    if _futimens(fd, None):
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -292,16 +289,7 @@ def lease(fd: int, *, take: bool) -> bool:
         Where leases are unavailable: ``EINVAL`` (``fs.leases-enable=0``, a
         filesystem without them), ``EACCES`` (a file of another user).
     """
-    arg = fcntl.F_WRLCK if take else fcntl.F_UNLCK
-    if _fcntl3 is None:
-        try:
-            fcntl.fcntl(fd, _F_SETLEASE, arg)
-        except OSError as e:
-            if take and e.errno in (errno.EAGAIN, errno.EBUSY):
-                return False
-            raise
-        return True
-    if _fcntl3(fd, _F_SETLEASE, arg) == 0:
+    if _fcntl3(fd, _F_SETLEASE, fcntl.F_WRLCK if take else fcntl.F_UNLCK) == 0:
         return True
     err = ctypes.get_errno()
     if take and err in (errno.EAGAIN, errno.EBUSY):

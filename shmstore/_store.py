@@ -350,11 +350,7 @@ class SharedMemoryStore(Store):
         self._check_writable()
         if not self._is_open:
             await self._open()
-        ks = self._ks or self._keyspace()
-        if ks.tiered:
-            await in_thread(ks.set, key, self._data(key, value))
-        else:
-            ks.set(key, self._data(key, value))
+        await self._call(self._keyspace().set, key, self._data(key, value))
 
     async def set_if_not_exists(self, key: str, value: Buffer) -> None:
         # docstring inherited

@@ -379,6 +379,16 @@ def test_a_full_filesystem_frees_deleted_arrays_before_failing(
 
 
 # ------------------------------------------- kept directory descriptors
+#: The start of a script for another process that writes to namespace "rec":
+#: ``v(tag)`` is a chunk as :func:`value` makes them.
+OTHER_WRITER = (
+    "import asyncio, numpy as np, shmstore\n"
+    "from zarr.core.buffer.cpu import Buffer\n"
+    "s = shmstore.SharedMemoryStore('rec')\n"
+    "v = lambda t: Buffer.from_array_like(np.full(8192, t, '<u8').view(np.uint8))\n"
+)
+
+
 def _tag(store: shmstore.SharedMemoryStore, key: str) -> int | None:
     buf = store.get_sync(key, prototype=PROTO)
     return None if buf is None else int(np.frombuffer(buf.as_numpy_array(), "<u8")[0])
@@ -392,13 +402,7 @@ def test_a_write_after_another_process_deleted_its_directory_lands_in_sight(
     # go into the new one, not the old one out of sight.
     store.set_sync("a/c/0", value(1))
     store.set_sync("a/c/1", value(1))
-    run_python(
-        "import shmstore, numpy as np\n"
-        "from zarr.core.buffer.cpu import Buffer\n"
-        "s = shmstore.SharedMemoryStore('rec')\n"
-        "import asyncio; asyncio.run(s.delete_dir('a'))\n"
-        "s.set_sync('a/c/9', Buffer.from_array_like(np.full(8192, 9, '<u8').view(np.uint8)))\n"
-    )
+    run_python(OTHER_WRITER + "asyncio.run(s.delete_dir('a'))\ns.set_sync('a/c/9', v(9))\n")
     store.set_sync("a/c/0", value(2))
     assert _tag(store, "a/c/0") == 2
     assert sorted(os.listdir(shm_root / "rec" / "a" / "c")) == ["0", "9"]
@@ -413,9 +417,7 @@ def test_a_write_after_another_process_deleted_its_directory_lands_in_sight(
 
 def test_a_write_after_its_directory_was_pruned_makes_it_again(store, shm_root: Path) -> None:
     store.set_sync("a/c/0", value(1))
-    run_python(  # deletes the only key: "a/c" and "a" are pruned
-        "import shmstore\ns = shmstore.SharedMemoryStore('rec')\ns.delete_sync('a/c/0')\n"
-    )
+    run_python(OTHER_WRITER + "s.delete_sync('a/c/0')\n")  # the only key: a/c and a are pruned
     assert not (shm_root / "rec" / "a").exists()
     assert _tag(store, "a/c/0") is None  # a kept descriptor of a removed directory: asked anew
     store.set_sync("a/c/0", value(3))
@@ -426,13 +428,7 @@ def test_a_write_after_its_directory_was_pruned_makes_it_again(store, shm_root: 
 def test_reads_after_a_directory_was_made_again_see_its_keys(store, shm_root: Path) -> None:
     store.set_sync("a/c/0", value(1))
     assert _tag(store, "a/c/0") == 1
-    run_python(
-        "import shmstore, numpy as np\n"
-        "from zarr.core.buffer.cpu import Buffer\n"
-        "s = shmstore.SharedMemoryStore('rec')\n"
-        "s.delete_sync('a/c/0')\n"  # prunes a/c and a
-        "s.set_sync('a/c/1', Buffer.from_array_like(np.full(8192, 5, '<u8').view(np.uint8)))\n"
-    )
+    run_python(OTHER_WRITER + "s.delete_sync('a/c/0')\ns.set_sync('a/c/1', v(5))\n")  # prunes a/c
     assert _tag(store, "a/c/1") == 5
     assert _tag(store, "a/c/0") is None
 
